@@ -1,0 +1,1 @@
+"""Networks, checkpoints, model cards and predictors for the land-cover mapper."""

@@ -1,0 +1,8 @@
+"""The batch land-cover pipeline: one module per stage (aoi, search, load, patches, infer, mosaic, export)."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("landcover")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,1 @@
+"""Scheduled regional runs: region definitions and how they are run."""
