@@ -1,0 +1,127 @@
+"""`landcover`: the command line. Errors a user can fix print as one line and exit 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from pipeline import __version__
+from pipeline.errors import LandcoverError
+
+app = typer.Typer(
+    name="landcover",
+    help="Land-cover maps from Sentinel-2 L2A scenes: STAC search -> dask -> SR x8 + ResNet -> COG/GeoPackage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+
+def _mount() -> None:
+    from models.cli import model_app
+    from pipeline.demo.cli import demo_app
+
+    app.add_typer(demo_app, name="demo", help="The offline demo world: generate it, serve it.")
+    app.add_typer(model_app, name="model", help="Inspect a model and classify single patches.")
+    try:
+        from models.train_cli import register
+    except ImportError:  # training commands are optional in a minimal install
+        return
+    register(app)
+
+
+def _date(value: Optional[str], name: str):
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise LandcoverError(f"--{name} {value!r} is not a date; use YYYY-MM-DD") from None
+
+
+@app.command("map")
+def map_command(
+    aoi: Optional[Path] = typer.Argument(None, help="AOI GeoJSON in EPSG:4326 (omit with --demo)."),
+    out: Path = typer.Option(Path("maps/demo"), "--out", "-o", help="Output folder."),
+    demo: bool = typer.Option(False, "--demo", help="Map the demo AOI over the offline demo world."),
+    source: str = typer.Option("local", help="local | earth-search | planetary-computer"),
+    stac_url: Optional[str] = typer.Option(None, help="Override the source's STAC API URL."),
+    start: Optional[str] = typer.Option(None, help="First acquisition date, YYYY-MM-DD."),
+    end: Optional[str] = typer.Option(None, help="Last acquisition date, YYYY-MM-DD."),
+    max_cloud: float = typer.Option(60.0, help="Max scene cloud cover in percent."),
+    max_items_per_tile: int = typer.Option(3, help="Best scenes kept per MGRS tile."),
+    model: Optional[Path] = typer.Option(None, help="Weights (.safetensors/.pt) with a card JSON beside them."),
+    scheduler: Optional[str] = typer.Option(None, help="Existing dask scheduler, e.g. tcp://host:8786."),
+    workers: Optional[int] = typer.Option(None, help="LocalCluster worker processes (default: one per core)."),
+    crs: Optional[str] = typer.Option(None, help="Output CRS (default: UTM zone of the AOI centre)."),
+    stride: Optional[int] = typer.Option(None, help="Cell size in 10 m pixels (default: the window, 120)."),
+    min_clear: float = typer.Option(0.5, help="Cells with a smaller clear fraction become nodata."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    batch_size: Optional[int] = typer.Option(None, help="Inference batch size (default: adaptive)."),
+    overwrite: bool = typer.Option(False, help="Replace a previous map in --out."),
+) -> None:
+    """Map land cover over an AOI into a COG, a GeoPackage, QGIS styles, a STAC item and a quicklook."""
+    from pipeline.config import MapConfig
+    from pipeline.run import run_map
+
+    if demo == (aoi is not None):
+        raise LandcoverError("give either an AOI GeoJSON or --demo (not both, not neither)")
+    if demo:
+        from pipeline.demo import generate_world
+
+        aoi = generate_world().aoi_path
+        source = "local"
+    cfg = MapConfig(
+        aoi=aoi, out=out, source=source, stac_url=stac_url, start=_date(start, "start"), end=_date(end, "end"),
+        max_cloud=max_cloud, max_items_per_tile=max_items_per_tile, model=model, scheduler=scheduler,
+        workers=workers, crs=crs, stride=stride, min_clear=min_clear, device=device,
+        batch_size=batch_size, overwrite=overwrite,
+    )
+    result = run_map(cfg, err)
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    err.print(
+        f"[green]done[/green]: {result.n_valid} of {result.n_cells} cells classified from {result.n_items} scenes "
+        f"-> {result.out}/ ({stages})"
+    )
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the software version."""
+    typer.echo(__version__)
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "input"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid {where}: {first['msg']}{more}"
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    _mount()
+    try:
+        app()
+    except LandcoverError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] {_one_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing was written to the final paths")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Where the work runs: a LocalCluster sized to this machine, or an existing dask scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psutil
+from distributed import Client, LocalCluster
+
+from pipeline.errors import LandcoverError
+
+log = logging.getLogger(__name__)
+
+# Inference tasks ask for this resource when GPU workers exist (dask-cuda workers, or
+# `dask worker --resources GPU=1`), so each GPU runs one model at a time.
+GPU_RESOURCE = "GPU"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    dashboard: str | None
+    n_workers: int
+    gpu_workers: int
+    local: bool
+
+
+def local_worker_count(requested: int | None = None) -> int:
+    """One single-threaded worker process per core (torch threads per worker are set to 1 too),
+    capped so each worker keeps ~3 GiB of memory."""
+    if requested:
+        return requested
+    cores = os.cpu_count() or 1
+    by_memory = max(1, int(psutil.virtual_memory().total / 3e9))
+    return max(1, min(cores, by_memory))
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None, workers: int | None = None) -> Iterator[tuple[Client, ClusterInfo]]:
+    """Yield a client: to ``scheduler`` when given (the same graph, no code change), else to a
+    fresh LocalCluster of worker processes that is closed afterwards."""
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise LandcoverError(
+                f"cannot reach the dask scheduler at {scheduler} ({exc.__class__.__name__}); "
+                "start it (`dask scheduler`) or drop --scheduler to run locally"
+            ) from None
+        try:
+            yield client, describe(client, local=False)
+        finally:
+            client.close()
+        return
+    n = local_worker_count(workers)
+    # Workers pin torch to one thread each so n workers use n cores without oversubscription.
+    with LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        memory_limit=f"{max(2.0, psutil.virtual_memory().total / 1e9 / n * 0.8):.1f}GB",
+        silence_logs=logging.ERROR,
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    ) as cluster, Client(cluster) as client:
+        yield client, describe(client, local=True)
+
+
+def describe(client: Client, *, local: bool) -> ClusterInfo:
+    info = client.scheduler_info()
+    workers = info.get("workers", {})
+    gpus = sum(1 for w in workers.values() if w.get("resources", {}).get(GPU_RESOURCE))
+    return ClusterInfo(
+        dashboard=client.dashboard_link if info.get("services", {}).get("dashboard") else None,
+        n_workers=len(workers),
+        gpu_workers=gpus,
+        local=local,
+    )

@@ -1,0 +1,147 @@
+"""Stage 5: class probabilities per patch cell, computed chunk by chunk on dask workers.
+
+Each task holds a block of whole cells (plus the window margin when windows overlap), cuts the
+120 px windows, applies the model card's preprocessing and runs the batched predictor. The model is
+loaded once per worker process and reused by every task that lands there.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import numpy as np
+
+from models.classes import NUM_CLASSES
+from pipeline.patches import PatchGrid, clear_fraction, cut_windows
+
+# Output planes of a block: the class probabilities, then the clear fraction of each cell.
+N_PLANES = NUM_CLASSES + 1
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker finds the model: a path it can read (shared storage on a cluster) and the
+    sha256 the client saw, so a worker never runs different weights than the map records."""
+
+    path: str
+    sha256: str
+    device: str = "auto"
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One task: cells [cy0:cy1, cx0:cx1] of the cell grid and the pixel rows/cols they need."""
+
+    index: tuple[int, int]
+    cells: tuple[slice, slice]
+    pixels: tuple[slice, slice]
+
+
+def plan_blocks(grid: PatchGrid) -> list[BlockSpec]:
+    """Blocks of ``cells_per_chunk`` x ``cells_per_chunk`` cells covering the cell grid."""
+    ny, nx = grid.cell_geobox.shape
+    step = grid.cells_per_chunk
+    s, m = grid.stride_px, grid.margin_px
+    blocks = []
+    for bi, cy0 in enumerate(range(0, ny, step)):
+        for bj, cx0 in enumerate(range(0, nx, step)):
+            cy1, cx1 = min(cy0 + step, ny), min(cx0 + step, nx)
+            blocks.append(
+                BlockSpec(
+                    index=(bi, bj),
+                    cells=(slice(cy0, cy1), slice(cx0, cx1)),
+                    # Padded pixel grid: cell (i, j)'s window starts at pixel (i*s, j*s).
+                    pixels=(slice(cy0 * s, cy1 * s + 2 * m), slice(cx0 * s, cx1 * s + 2 * m)),
+                )
+            )
+    return blocks
+
+
+@functools.lru_cache(maxsize=2)
+def _predictor(path: str, sha256: str, device: str, batch_size: int | None):
+    # A per-process cache is what makes "load once per worker" true: dask reuses the worker
+    # process for every task, and the cache key includes the sha256 the client recorded.
+    from models.checkpoint import sha256_file
+    from models.predictor import Predictor
+
+    actual = sha256_file(Path(path))
+    if actual != sha256:
+        raise RuntimeError(f"model file {path} changed during the run (sha256 {actual[:12]} != {sha256[:12]})")
+    return Predictor.from_path(Path(path), device=None if device == "auto" else device, batch_size=batch_size)
+
+
+def classify_block(
+    rgb: np.ndarray,
+    clear: np.ndarray,
+    inside: np.ndarray,
+    *,
+    window_px: int,
+    stride_px: int,
+    margin_px: int,
+    min_clear: float,
+    model: ModelRef,
+) -> np.ndarray:
+    """(3, H, W) reflectance + (H, W) clear mask + (cy, cx) AOI mask -> (20, cy, cx) float32.
+
+    Cells outside the AOI or with too little clear data are not sent to the model (NaN probs).
+    """
+    from models.preprocess import reflectance_to_uint8, resize_windows
+
+    cy, cx = inside.shape
+    frac = clear_fraction(clear, window_px, stride_px, margin_px)
+    out = np.full((N_PLANES, cy, cx), np.nan, dtype=np.float32)
+    out[-1] = frac
+    todo = (inside & (frac >= min_clear)).ravel()
+    if not todo.any():
+        return out
+    windows = cut_windows(rgb, window_px, stride_px, margin_px)[todo]
+    predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
+    lowres = resize_windows(reflectance_to_uint8(windows), predictor.card.patch_size)
+    probs = predictor.predict(lowres).probs
+    planes = np.full((cy * cx, NUM_CLASSES), np.nan, dtype=np.float32)
+    planes[todo] = probs
+    out[:NUM_CLASSES] = planes.T.reshape(NUM_CLASSES, cy, cx)
+    return out
+
+
+def block_tasks(
+    rgb, clear, grid: PatchGrid, model: ModelRef, *, min_clear: float
+) -> Iterator[tuple[BlockSpec, object]]:
+    """(block, dask.delayed) for every block that touches the AOI.
+
+    ``rgb`` is the lazy (3, H, W) composite and ``clear`` the lazy (H, W) mask on
+    ``grid.pixel_geobox``. Blocks wholly outside the AOI get no task at all.
+    """
+    classify = dask.delayed(classify_block, pure=True)
+    for block in plan_blocks(grid):
+        inside = grid.inside_aoi[block.cells]
+        if not inside.any():
+            continue
+        ys, xs = block.pixels
+        task = classify(
+            rgb[:, ys, xs],
+            clear[ys, xs],
+            inside,
+            window_px=grid.window_px,
+            stride_px=grid.stride_px,
+            margin_px=grid.margin_px,
+            min_clear=min_clear,
+            model=model,
+            dask_key_name=f"classify-{block.index[0]}-{block.index[1]}-{dask.base.tokenize(model, block.index, grid.cell_geobox)}",
+        )
+        yield block, task
+
+
+def assemble(grid: PatchGrid, results: dict[tuple[int, int], tuple[BlockSpec, np.ndarray]]) -> np.ndarray:
+    """Place block results on the cell grid: (20, ny, nx), NaN where no block ran."""
+    ny, nx = grid.cell_geobox.shape
+    planes = np.full((N_PLANES, ny, nx), np.nan, dtype=np.float32)
+    planes[-1] = 0.0
+    for block, values in results.values():
+        planes[(slice(None), *block.cells)] = values
+    return planes

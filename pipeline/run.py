@@ -1,0 +1,197 @@
+"""A whole map run: the stages in order, with progress, timings and provenance.
+
+This module only wires stages together; each stage lives in its own module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask.array as da
+from distributed import as_completed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from models.classes import NUM_CLASSES
+from pipeline import __version__
+from pipeline.aoi import AOI, read_aoi
+from pipeline.cluster import GPU_RESOURCE, connect
+from pipeline.config import MapConfig
+from pipeline.errors import LandcoverError, OutputError
+from pipeline.infer import ModelRef, assemble, block_tasks
+from pipeline.load import configure_gdal, item_offsets, load_composite
+from pipeline.mosaic import mosaic
+from pipeline.patches import PatchGrid, plan_grid
+from pipeline.search import SearchParams, format_item_table, search_items
+
+log = logging.getLogger(__name__)
+
+DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "demo-small.safetensors"
+
+
+@dataclass
+class MapResult:
+    out: Path
+    files: object
+    grid: PatchGrid
+    n_items: int
+    n_cells: int
+    n_valid: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def default_weights() -> Path:
+    if not DEMO_WEIGHTS.exists():
+        raise LandcoverError(
+            f"no --model given and the demo weights {DEMO_WEIGHTS} are missing; "
+            "run `make weights` or pass --model PATH"
+        )
+    return DEMO_WEIGHTS
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse early, before any work, to clobber a previous map."""
+    if (out / "landcover.tif").exists() and not overwrite:
+        raise OutputError(f"{out} holds a previous map; pass --overwrite or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a directory; choose another --out")
+
+
+@contextlib.contextmanager
+def stac_endpoint(cfg: MapConfig) -> Iterator[str | None]:
+    """The STAC URL to search; for the `local` source, the demo world served on loopback."""
+    if cfg.source != "local" or cfg.stac_url:
+        yield cfg.stac_url
+        return
+    from pipeline.demo import generate_world, serve_world
+
+    with serve_world(generate_world()) as served:
+        yield served.stac_url
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description:<26}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def run_map(cfg: MapConfig, console: Console | None = None) -> MapResult:
+    from models.card import ModelCard
+    from models.checkpoint import card_path, sha256_file
+    from pipeline.export import Provenance, export_map
+
+    console = console or Console(stderr=True)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = now - clock
+        clock = now
+
+    aoi: AOI = read_aoi(cfg.aoi)
+    check_out_dir(cfg.out, cfg.overwrite)
+    model_path = (cfg.model or default_weights()).resolve()
+    if not model_path.exists():
+        raise LandcoverError(f"model weights {model_path} not found; pass --model PATH to a .safetensors/.pt file")
+    card = ModelCard.read(card_path(model_path)) if card_path(model_path).exists() else None
+    if card is None:
+        raise LandcoverError(f"model card {card_path(model_path)} not found beside the weights; a map needs the card's bands and patch size")
+    model = ModelRef(str(model_path), sha256_file(model_path), cfg.device, cfg.batch_size)
+    console.print(
+        f"AOI {cfg.aoi.name}: {aoi.area_km2:,.1f} km², UTM zones {', '.join(map(str, aoi.utm_epsgs))}; "
+        f"model {card.profile}/{card.variant} ({'synthetic demo weights' if card.training_data.synthetic else 'weights'} sha256 {model.sha256[:12]})"
+    )
+    lap("aoi")
+
+    with stac_endpoint(cfg) as stac_url:
+        start, end = (cfg.start, cfg.end) if cfg.source == "local" else cfg.date_window()
+        params = SearchParams(
+            source=cfg.source,
+            stac_url=stac_url,
+            collection=cfg.collection,
+            start=start,
+            end=end,
+            max_cloud=cfg.max_cloud,
+            max_items_per_tile=cfg.max_items_per_tile,
+        )
+        items = search_items(params, aoi)
+        console.print(format_item_table(items))
+        lap("search")
+
+        grid = plan_grid(
+            aoi,
+            crs=cfg.crs,
+            resolution=cfg.resolution,
+            window_px=card.window_px,
+            stride_px=cfg.stride,
+            cells_per_chunk=cfg.cells_per_chunk,
+        )
+        ny, nx = grid.cell_geobox.shape
+        console.print(
+            f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {grid.stride_px * cfg.resolution:.0f} m, "
+            f"windows {grid.window_px} px, {int(grid.inside_aoi.sum())} cells in the AOI"
+        )
+
+        with connect(cfg.scheduler, cfg.workers) as (client, info), _progress(console) as progress:
+            where = "local cluster" if info.local else f"cluster {cfg.scheduler}"
+            console.print(
+                f"{where}: {info.n_workers} workers ({info.gpu_workers} with GPU)"
+                + (f", dashboard {info.dashboard}" if info.dashboard else "")
+            )
+            configure_gdal(client)
+            offsets = item_offsets(items)
+            items = [it for it in items if it.id in offsets]
+            lap("offsets")
+
+            ds = load_composite(items, grid, offsets=offsets, bands=tuple(card.bands))
+            rgb = da.stack([ds[b].data for b in card.bands])
+            clear = ds["clear_count"].data > 0
+            tasks = list(block_tasks(rgb, clear, grid, model, min_clear=cfg.min_clear))
+            lap("graph")
+
+            bar = progress.add_task("classifying chunks", total=len(tasks))
+            resources = {GPU_RESOURCE: 1} if info.gpu_workers else None
+            futures = client.compute([t for _, t in tasks], resources=resources)
+            by_key = {f.key: block for f, (block, _) in zip(futures, tasks)}
+            results = {}
+            for future in as_completed(futures):
+                block = by_key[future.key]
+                results[block.index] = (block, future.result())
+                progress.advance(bar)
+            lap("load+infer")
+
+    planes = assemble(grid, results)
+    class_map = mosaic(
+        planes[:NUM_CLASSES], planes[NUM_CLASSES], grid.inside_aoi,
+        min_clear=cfg.min_clear, multi_label=card.task == "multi-label",
+    )
+    lap("mosaic")
+    provenance = Provenance(
+        input_items=[it.id for it in items],
+        model_id=f"{card.profile}/{card.variant}",
+        model_sha256=model.sha256,
+        model_card=card.model_dump(mode="json"),
+        software_version=__version__,
+        parameters=cfg.model_dump(mode="json"),
+        synthetic_model=bool(card.training_data.synthetic),
+    )
+    files = export_map(
+        class_map, grid.cell_geobox, cfg.out, aoi=aoi.geometry, scenes=items,
+        provenance=provenance, overwrite=cfg.overwrite,
+    )
+    lap("export")
+    n_valid = int((class_map.classes > 0).sum())
+    return MapResult(cfg.out, files, grid, len(items), int(grid.inside_aoi.sum()), n_valid, timings)
