@@ -8,7 +8,7 @@ AOI ?=
 OUT ?= maps/demo
 MAP_ARGS ?=
 
-.PHONY: setup map test test-all bench demo-world weights clean help
+.PHONY: setup map test test-fast bench demo-world weights clean help
 
 help:
 	@echo "make map [AOI=region.geojson] [OUT=maps/name] [MAP_ARGS='--source earth-search ...']"
@@ -20,7 +20,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip "setuptools>=68" wheel
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
@@ -28,9 +28,12 @@ $(STAMP): requirements.lock pyproject.toml
 map: setup
 	$(BIN)/landcover map $(if $(AOI),$(AOI),--demo) --out $(OUT) $(MAP_ARGS)
 
+# One pytest run: it exits non-zero when a test fails or when no test ran at all (exit 5).
 test: setup
-	$(BIN)/python -m pytest -m "not slow" -q
-	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks
