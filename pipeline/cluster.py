@@ -39,12 +39,14 @@ def local_worker_count(requested: int | None = None) -> int:
 
 
 @contextlib.contextmanager
-def connect(scheduler: str | None, workers: int | None = None) -> Iterator[tuple[Client, ClusterInfo]]:
+def connect(
+    scheduler: str | None, workers: int | None = None, *, timeout: str = "20s"
+) -> Iterator[tuple[Client, ClusterInfo]]:
     """Yield a client: to ``scheduler`` when given (the same graph, no code change), else to a
     fresh LocalCluster of worker processes that is closed afterwards."""
     if scheduler:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError) as exc:
             raise LandcoverError(
                 f"cannot reach the dask scheduler at {scheduler} ({exc.__class__.__name__}); "

@@ -1,0 +1,26 @@
+import pytest
+
+from pipeline.cluster import connect, local_worker_count
+from pipeline.errors import LandcoverError
+
+
+def test_worker_count_defaults_to_the_cores_and_honours_a_request():
+    assert local_worker_count(3) == 3
+    assert local_worker_count() >= 1
+
+
+def test_local_cluster_runs_worker_processes_and_closes_them():
+    import os
+
+    with connect(None, workers=2) as (client, info):
+        assert info.local and info.n_workers == 2 and info.gpu_workers == 0
+        pids = set(client.run(os.getpid).values())
+        assert len(pids) == 2 and os.getpid() not in pids
+        assert client.submit(lambda x: x + 1, 1).result() == 2
+    assert client.status == "closed"
+
+
+def test_unreachable_scheduler_is_a_one_line_error():
+    with pytest.raises(LandcoverError, match="cannot reach the dask scheduler at tcp://127.0.0.1:9"):
+        with connect("tcp://127.0.0.1:9", timeout="2s"):
+            pass
