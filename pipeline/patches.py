@@ -1,0 +1,209 @@
+"""The patch grid: which ground window each output map cell classifies, and how dask blocks map onto it.
+
+Two grids share one CRS and one origin, both owned by :class:`odc.geo.geobox.GeoBox`:
+
+* the **cell grid** (``cell_geobox``) is the output map: one pixel per patch, of size
+  ``stride_px * resolution`` (default 120 x 10 m = 1.2 km). Its edges are snapped to multiples of
+  the cell size in the output CRS, so runs over overlapping AOIs share cells exactly.
+* the **pixel grid** (``pixel_geobox``) is the 10 m grid the composite is loaded on. A cell's
+  window (``window_px`` square) is centred on the cell, so when ``stride_px < window_px`` the pixel
+  grid is the cell grid's extent padded by ``margin_px = (window_px - stride_px) // 2`` on every side::
+
+      pixel rows:  | margin | cell 0 (stride) | cell 1 (stride) | ... | cell n-1 | margin |
+      window of cell i covers pixel rows [i*stride, i*stride + window)
+
+Dask blocks. ``pixel_chunks()`` cuts the pixel grid at cell boundaries: the first block also holds
+the leading margin and the last the trailing one, so block k of the pixel array holds exactly the
+cells of block k of ``cell_chunks()``. A function applied to a pixel block therefore needs
+``margin_px`` more pixels on each interior side, which is what
+``dask.array.map_overlap(f, pixels, depth={y: margin, x: margin}, boundary="none", trim=False,
+chunks=cell_chunks)`` hands it (with ``margin_px == 0``, plain ``map_blocks``). Every block it sees
+is then ``cells * stride_px + 2 * margin_px`` pixels tall and wide: the shape :func:`cut_windows` and
+:func:`clear_fraction` expect.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+from affine import Affine
+from numpy.lib.stride_tricks import sliding_window_view
+from odc.geo.geobox import GeoBox
+from pyproj import Transformer
+
+from pipeline.aoi import AOI
+from pipeline.errors import LandcoverError
+
+
+class GridError(LandcoverError, ValueError):
+    """Patch grid parameters that do not fit together."""
+
+
+# Densify AOI edges (degrees) before projecting so long straight lon/lat edges bend correctly.
+_DENSIFY_DEG = 0.01
+
+
+@dataclass(frozen=True, eq=False)
+class PatchGrid:
+    """The output cell grid, the 10 m pixel grid under it, and how both are chunked."""
+
+    cell_geobox: GeoBox
+    pixel_geobox: GeoBox
+    window_px: int
+    stride_px: int
+    margin_px: int
+    cells_per_chunk: int
+    inside_aoi: np.ndarray = field(repr=False)  # bool (ny, nx): cell polygon intersects the AOI
+
+    @property
+    def crs(self):
+        return self.cell_geobox.crs
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Cells (ny, nx)."""
+        return tuple(self.cell_geobox.shape)
+
+    def cell_chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Dask chunks (y, x) of the cell grid: ``cells_per_chunk`` cells each, the last smaller."""
+        ny, nx = self.shape
+        return _split(ny, self.cells_per_chunk), _split(nx, self.cells_per_chunk)
+
+    def pixel_chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Dask chunks (y, x) of the pixel grid, cut at the cell boundaries of ``cell_chunks()``.
+
+        Each chunk is ``cells * stride_px`` pixels; the first and last also hold a margin.
+        """
+        return tuple(self._pixel_axis(cells) for cells in self.cell_chunks())
+
+    def _pixel_axis(self, cells: tuple[int, ...]) -> tuple[int, ...]:
+        sizes = [n * self.stride_px for n in cells]
+        sizes[0] += self.margin_px
+        sizes[-1] += self.margin_px
+        return tuple(sizes)
+
+
+def plan_grid(
+    aoi: AOI,
+    *,
+    crs: str | None = None,
+    resolution: float = 10.0,
+    window_px: int = 120,
+    stride_px: int | None = None,
+    cells_per_chunk: int = 8,
+) -> PatchGrid:
+    """Plan the cell and pixel grids covering ``aoi``.
+
+    ``crs`` defaults to the UTM zone of the AOI centre. ``stride_px`` defaults to ``window_px``
+    (abutting windows); a smaller stride gives overlapping windows and finer cells.
+    """
+    stride_px = window_px if stride_px is None else stride_px
+    margin_px = _margin(window_px, stride_px)
+    if resolution <= 0:
+        raise GridError(f"resolution {resolution} must be positive; give metres per pixel, e.g. 10")
+    if cells_per_chunk < 1:
+        raise GridError(f"cells_per_chunk {cells_per_chunk} must be at least 1")
+    crs = crs or f"EPSG:{aoi.centre_utm_epsg}"
+
+    projected = project_aoi(aoi, crs)
+    cell = stride_px * resolution
+    left, bottom, right, top = projected.bounds
+    x0, x1 = math.floor(left / cell) * cell, math.ceil(right / cell) * cell
+    y0, y1 = math.floor(bottom / cell) * cell, math.ceil(top / cell) * cell
+    nx, ny = max(int(round((x1 - x0) / cell)), 1), max(int(round((y1 - y0) / cell)), 1)
+
+    cell_geobox = GeoBox((ny, nx), Affine(cell, 0.0, x0, 0.0, -cell, y1), crs)
+    pad = margin_px * resolution
+    pixel_geobox = GeoBox(
+        (ny * stride_px + 2 * margin_px, nx * stride_px + 2 * margin_px),
+        Affine(resolution, 0.0, x0 - pad, 0.0, -resolution, y1 + pad),
+        crs,
+    )
+    return PatchGrid(
+        cell_geobox=cell_geobox,
+        pixel_geobox=pixel_geobox,
+        window_px=window_px,
+        stride_px=stride_px,
+        margin_px=margin_px,
+        cells_per_chunk=cells_per_chunk,
+        inside_aoi=cells_intersecting(cell_geobox, projected),
+    )
+
+
+def project_aoi(aoi: AOI, crs: str) -> shapely.Geometry:
+    """The AOI polygon in ``crs``, its lon/lat edges densified so they bend as they should."""
+    to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    densified = shapely.segmentize(aoi.geometry, _DENSIFY_DEG)
+    return shapely.transform(densified, lambda xy: np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1])))
+
+
+def cells_intersecting(cell_geobox: GeoBox, geometry: shapely.Geometry) -> np.ndarray:
+    """bool (ny, nx): which cells of the grid intersect ``geometry`` (same CRS as the grid)."""
+    ny, nx = cell_geobox.shape
+    t = cell_geobox.affine  # north-up: x = c + a * col, y = f + e * row
+    x_edges = t.c + t.a * np.arange(nx + 1)
+    y_edges = t.f + t.e * np.arange(ny + 1)
+    xa, ya = np.meshgrid(x_edges[:-1], y_edges[:-1])
+    xb, yb = np.meshgrid(x_edges[1:], y_edges[1:])
+    boxes = shapely.box(np.minimum(xa, xb), np.minimum(ya, yb), np.maximum(xa, xb), np.maximum(ya, yb))
+    shapely.prepare(geometry)
+    # Touching along an edge only does not make a cell part of the AOI.
+    return shapely.intersects(boxes, geometry) & ~shapely.touches(boxes, geometry)
+
+
+def cut_windows(block: np.ndarray, window_px: int, stride_px: int, margin_px: int) -> np.ndarray:
+    """(C, H, W) block with margins -> (N, C, window_px, window_px) windows, cells in row-major order.
+
+    ``H == cells_y * stride_px + 2 * margin_px`` (likewise W); the window of cell (i, j) is
+    ``block[:, i*stride : i*stride + window, j*stride : j*stride + window]``, centred on the cell.
+    """
+    cells_y, cells_x = block_cells(block.shape[-2:], window_px, stride_px, margin_px)
+    views = sliding_window_view(block, (window_px, window_px), axis=(1, 2))[:, ::stride_px, ::stride_px]
+    # views: (C, cells_y, cells_x, window, window) -> (N, C, window, window); the reshape copies.
+    return np.ascontiguousarray(views.transpose(1, 2, 0, 3, 4)).reshape(
+        cells_y * cells_x, block.shape[0], window_px, window_px
+    )
+
+
+def clear_fraction(clear_block: np.ndarray, window_px: int, stride_px: int, margin_px: int) -> np.ndarray:
+    """(H, W) bool (pixel has at least one clear observation) -> (cells_y, cells_x) float32 clear share of each window."""
+    cells_y, cells_x = block_cells(clear_block.shape, window_px, stride_px, margin_px)
+    views = sliding_window_view(np.asarray(clear_block, dtype=bool), (window_px, window_px))[::stride_px, ::stride_px]
+    return views.mean(axis=(-2, -1), dtype=np.float64).astype(np.float32).reshape(cells_y, cells_x)
+
+
+def block_cells(shape: tuple[int, int], window_px: int, stride_px: int, margin_px: int) -> tuple[int, int]:
+    """Cells (y, x) held by a pixel block of ``shape`` (margins included); error if it holds partial cells."""
+    if window_px != stride_px + 2 * margin_px:
+        raise GridError(f"window {window_px} != stride {stride_px} + 2 * margin {margin_px}; take all three from one PatchGrid")
+    cells = []
+    for size in shape:
+        inner = size - 2 * margin_px
+        if inner <= 0 or inner % stride_px:
+            raise GridError(
+                f"pixel block of {tuple(shape)} does not hold whole cells of {stride_px} px plus {margin_px} px margins; "
+                "cut blocks with PatchGrid.pixel_chunks() and map_overlap(depth=margin_px)"
+            )
+        cells.append(inner // stride_px)
+    return cells[0], cells[1]
+
+
+def _margin(window_px: int, stride_px: int) -> int:
+    if window_px < 1 or stride_px < 1:
+        raise GridError(f"window {window_px} px and stride {stride_px} px must be positive")
+    if stride_px > window_px:
+        raise GridError(f"stride {stride_px} px exceeds the window {window_px} px and would leave gaps; use stride <= window")
+    if (window_px - stride_px) % 2:
+        raise GridError(
+            f"window {window_px} px minus stride {stride_px} px is odd, so windows cannot be centred on cells; "
+            "choose a stride that differs from the window by an even number"
+        )
+    return (window_px - stride_px) // 2
+
+
+def _split(n: int, size: int) -> tuple[int, ...]:
+    full, rest = divmod(n, size)
+    return (size,) * full + ((rest,) if rest else ())
