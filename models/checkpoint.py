@@ -1,0 +1,251 @@
+"""Checkpoint I/O: seed ``.pth`` state_dicts (never unpickling code), safetensors, cards, sha256.
+
+Seed classifier checkpoints are plain state_dicts with ``sr_model.*`` and ``backbone.*`` keys,
+sometimes behind DataParallel's ``module.`` prefix; seed SR checkpoints are a bare generator
+state_dict. Both load strictly: a missing or unexpected key is an error, never a silent partial
+load (except the documented SR-only case, where the classifier stays untrained).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from models.card import ModelCard, TrainingData
+from models.classifier import SRClassifier
+from models.profiles import PROFILES, Profile, Variant, check_variant, get_profile
+from pipeline.errors import LandcoverError
+
+StateDict = dict[str, Tensor]
+SAFETENSORS_SUFFIX = ".safetensors"
+# Wrappers some training scripts put around the state_dict.
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+class CheckpointError(LandcoverError):
+    """A weights file cannot be read, is unsafe, or does not fit the model."""
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def card_path(weights: str | os.PathLike[str]) -> Path:
+    """The card lives beside the weights: same stem, ``.json``."""
+    return Path(weights).with_suffix(".json")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
+    """Tensors of a ``.safetensors`` or torch (``.pth``/``.pt``) file, on CPU, never running pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} holds pickled code, which is never run: save a plain state_dict "
+            f"(torch.save(model.state_dict(), ...)) or safetensors instead"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({str(e).splitlines()[0]})") from None
+    return _tensors_only(_unwrap(obj), path)
+
+
+def _unwrap(obj: object) -> object:
+    if isinstance(obj, Mapping):
+        for key in _NESTED_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                return obj[key]
+    return obj
+
+
+def _tensors_only(obj: object, path: Path) -> StateDict:
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
+    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"{path} holds non-tensor entries ({', '.join(map(str, bad[:3]))}); save a plain state_dict")
+    return dict(obj)
+
+
+def strip_module_prefix(state: Mapping[str, Tensor]) -> StateDict:
+    """Drop DataParallel/DDP ``module.`` prefixes (at the front of every key)."""
+    out: StateDict = {}
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    return out
+
+
+def is_bare_sr(state: Mapping[str, Tensor]) -> bool:
+    """True for a generator-only state_dict (the seed's published SR weights)."""
+    return "conv_first.weight" in state and not any(k.startswith(("sr_model.", "backbone.")) for k in state)
+
+
+def _count_indices(state: Mapping[str, Tensor], prefix: str) -> int:
+    idx = {int(k[len(prefix):].split(".", 1)[0]) for k in state if k.startswith(prefix)}
+    return max(idx) + 1 if idx else 0
+
+
+def infer_profile(state: Mapping[str, Tensor]) -> Profile:
+    """The registered profile whose shapes a (prefix-stripped) state_dict has."""
+    sr = {k[len("sr_model."):]: v for k, v in state.items() if k.startswith("sr_model.")}
+    if is_bare_sr(state):
+        sr = dict(state)
+    found: dict[str, object] = {"super_resolution": bool(sr)}
+    if sr:
+        try:
+            found |= {
+                "nf": sr["conv_first.weight"].shape[0],
+                "gc": sr["trunk_a.0.db1.conv1.weight"].shape[0] if "trunk_a.0.db1.conv1.weight" in sr else None,
+                "n_rrdb": _count_indices(sr, "trunk_a."),
+                "n_rrfdb": _count_indices(sr, "trunk_rfb."),
+                "scale": 2 ** sum(1 for k in sr if k.startswith("upsample.") and k.endswith(".weight")),
+            }
+        except KeyError:
+            raise CheckpointError("the SR weights lack conv_first: not an RFB-ESRGAN generator state_dict") from None
+    if not is_bare_sr(state):
+        if "backbone.fc.1.weight" not in state:
+            raise CheckpointError(
+                "weights have neither sr_model.*/backbone.* keys nor a bare generator (conv_first.*): "
+                "not a checkpoint of this model family"
+            )
+        hidden, features = state["backbone.fc.1.weight"].shape
+        blocks = [_count_indices(state, f"backbone.layer{i}.") for i in range(1, 5)]
+        bottleneck = "backbone.layer1.0.conv3.weight" in state
+        backbone = {(3, 4, 6, 3): "resnet50" if bottleneck else "resnet34", (2, 2, 2, 2): "resnet18"}.get(tuple(blocks))
+        found |= {"hidden": hidden, "backbone": backbone}
+    for profile in PROFILES.values():
+        if all(getattr(profile, k) == v for k, v in found.items()):
+            return profile
+    shape = ", ".join(f"{k}={v}" for k, v in found.items())
+    raise CheckpointError(f"weights match no known profile ({shape}); pass the profile or save a model card with them")
+
+
+def load_state_into(model: SRClassifier, state: Mapping[str, Tensor]) -> bool:
+    """Load strictly; a bare SR state_dict fills only ``model.sr_model``. Returns True if SR-only."""
+    state = strip_module_prefix(state)
+    target = model.sr_model if is_bare_sr(state) else model
+    if target is None:
+        raise CheckpointError(f"profile {model.profile.name!r} has no SR generator to load SR-only weights into")
+    result = target.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+        raise CheckpointError(
+            f"weights do not fit profile {model.profile.name!r}: {len(missing)} missing keys "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); check the profile"
+        )
+    return target is model.sr_model
+
+
+def _shape_mismatch(e: RuntimeError, profile: str) -> CheckpointError:
+    first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e).splitlines()[0])
+    return CheckpointError(f"weights do not fit profile {profile!r}: {first}")
+
+
+def read_card(weights: str | os.PathLike[str]) -> ModelCard | None:
+    path = card_path(weights)
+    if not path.is_file():
+        return None
+    try:
+        return ModelCard.model_validate_json(path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"model card {path} is invalid: {str(e).splitlines()[0]}; fix or remove it") from None
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    profile: str | None = None,
+    variant: str | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[SRClassifier, ModelCard]:
+    """Build the model a weights file needs and load it strictly; read its card if there is one.
+
+    Profile and variant come from the arguments, else the card, else the weights' shapes (and the
+    profile's default variant; ``esrgan`` for a bare SR state_dict, which is how SR was trained).
+    Without a card, one is made that says the provenance is unknown.
+    """
+    state = strip_module_prefix(read_state_dict(path))
+    card = read_card(path)
+    prof = get_profile(profile) if profile else get_profile(card.profile) if card else infer_profile(state)
+    sr_only = is_bare_sr(state)
+    if variant is not None:
+        var: Variant | None = check_variant(variant)
+    elif card is not None and card.variant is not None:
+        var = card.variant
+    else:
+        var = "esrgan" if sr_only else prof.default_variant
+    if card is not None and card.sha256 and card.sha256 != sha256_file(path):
+        raise CheckpointError(f"{path} does not match the sha256 in its model card {card_path(path)}; the weights changed")
+    model = SRClassifier(prof, var if prof.super_resolution else None,
+                         num_classes=len(card.classes) if card else _num_classes(state))
+    try:
+        load_state_into(model, state)
+    except RuntimeError as e:
+        raise _shape_mismatch(e, prof.name) from None
+    if card is None:
+        desc = "SR weights only; classifier untrained" if sr_only else "unknown (no model card beside the weights)"
+        card = ModelCard.for_profile(prof.name, variant=var, training_data=TrainingData(description=desc),
+                                     sha256=sha256_file(path))
+    else:
+        card = card.model_copy(update={"profile": prof.name, "variant": var if prof.super_resolution else None})
+    return model.to(device).eval(), card
+
+
+def _num_classes(state: Mapping[str, Tensor]) -> int:
+    weight = state.get("backbone.fc.4.weight")
+    return weight.shape[0] if weight is not None else len(ModelCard.for_profile("seed").classes)
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Write via a temporary name in the same directory, then rename into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_safetensors(state: Mapping[str, Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_model(model: SRClassifier, card: ModelCard, path: str | os.PathLike[str]) -> ModelCard:
+    """Write weights as safetensors and the card beside them (sha256 filled in); returns that card."""
+    path = Path(path)
+    if path.suffix != SAFETENSORS_SUFFIX:
+        raise CheckpointError(f"save weights as {SAFETENSORS_SUFFIX}, not {path.suffix or 'no suffix'}: {path}")
+    if not path.parent.is_dir():
+        raise CheckpointError(f"directory does not exist: {path.parent}")
+    meta = {"profile": card.profile, "variant": card.variant or "", "format": "landcover-sr-classifier"}
+    write_safetensors(model.state_dict(), path, metadata=meta)
+    card = card.model_copy(update={"sha256": sha256_file(path)})
+    text = card.model_dump_json(indent=2)
+    _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+    return card

@@ -1,0 +1,79 @@
+"""The seed's preprocessing, as array functions the pipeline and the predictor share.
+
+Sentinel-2 L2A RGB (B04, B03, B02) surface reflectance -> clip to [0, 1] -> x255 to uint8 ->
+bicubic resize of the 120 px (1.2 km) window to the 32 px LR patch -> (x/255)*2-1.
+
+Functions take numpy or torch arrays laid out (N, 3, H, W) and give back the same kind, so the
+pipeline can stay in numpy and the predictor in torch.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from pipeline.errors import LandcoverError
+
+ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
+
+
+class PatchError(LandcoverError):
+    """Patches have the wrong shape or type for the model."""
+
+
+def _check_nchw(x: np.ndarray | Tensor, what: str) -> None:
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise PatchError(f"{what} must be shaped (N, 3, H, W) with RGB channels, got {tuple(x.shape)}")
+
+
+def reflectance_to_uint8(rgb: ArrayT) -> ArrayT:
+    """Reflectance (N, 3, H, W) -> uint8: clip to [0, 1], x255, truncated as the seed's astype did.
+
+    NaN (no data) becomes 0: cells without enough clear pixels are masked downstream anyway, and a
+    NaN must never reach the network.
+    """
+    _check_nchw(rgb, "reflectance")
+    t = torch.as_tensor(rgb, dtype=torch.float32)
+    t = torch.nan_to_num(t, nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
+    out = (t * 255.0).to(torch.uint8)  # float -> uint8 truncates toward zero, like numpy's astype
+    return out.numpy() if isinstance(rgb, np.ndarray) else out
+
+
+def resize_windows(windows: ArrayT, size: int = 32) -> ArrayT:
+    """uint8 windows (N, 3, H, W) -> uint8 (N, 3, size, size), bicubic with antialiasing.
+
+    Antialiasing makes a 120 -> 32 reduction average the window (as PIL's bicubic resize, which
+    the seed used, does) instead of sampling a few pixels of it.
+    """
+    _check_nchw(windows, "windows")
+    t = torch.as_tensor(windows)
+    if t.dtype != torch.uint8:
+        raise PatchError(f"windows must be uint8 (use reflectance_to_uint8 first), got {t.dtype}")
+    if t.shape[-2:] == (size, size):
+        return windows
+    resized = F.interpolate(t.float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    out = resized.clamp_(0, 255).round_().to(torch.uint8)
+    return out.numpy() if isinstance(windows, np.ndarray) else out
+
+
+def to_model_input(patches: np.ndarray | Tensor) -> Tensor:
+    """uint8 patches (N, 3, H, W) -> float32 tensor in [-1, 1]: (x / 255) * 2 - 1."""
+    _check_nchw(patches, "patches")
+    t = torch.as_tensor(patches)
+    if t.dtype != torch.uint8:
+        raise PatchError(f"patches must be uint8 RGB, got {t.dtype}")
+    return t.float().div_(255.0).mul_(2.0).sub_(1.0)
+
+
+def from_model_output(image: Tensor) -> np.ndarray:
+    """[-1, 1] images (N, 3, H, W) -> uint8 numpy, the inverse of ``to_model_input`` (rounded)."""
+    return ((image.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+def preprocess_reflectance(rgb: np.ndarray | Tensor, patch_size: int = 32) -> Tensor:
+    """The whole seed chain: reflectance windows -> model input (N, 3, patch_size, patch_size)."""
+    return to_model_input(resize_windows(reflectance_to_uint8(rgb), patch_size))
