@@ -1,0 +1,21 @@
+"""What made a map: recorded in the STAC Item, the raster tags, the summary and the quicklook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Provenance(BaseModel):
+    """Inputs, model and settings of one map run (filled by the orchestration)."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    input_items: list[str] = Field(default_factory=list, description="STAC ids of the scenes used")
+    model_id: str = Field(description="profile/variant of the model, e.g. 'small/demo'")
+    model_sha256: str = Field(description="sha256 of the weights file")
+    model_card: dict[str, Any] = Field(default_factory=dict, description="the model card as JSON")
+    software_version: str = Field(description="version of this package")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="every setting of the run")
+    synthetic_model: bool = Field(description="weights trained on the synthetic demo world")

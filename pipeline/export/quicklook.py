@@ -1,0 +1,85 @@
+"""A PNG preview of the class map: class colours, a legend of the classes present, km axes."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+from shapely.geometry.base import BaseGeometry
+
+from models.classes import CLASS_COLORS, CLASS_NAMES, class_name
+from pipeline.export.summary import ClassStats
+from pipeline.mosaic import ClassMap
+
+# Mid grey: the light palette entries (beaches, marine waters) stay distinguishable from it.
+NODATA_RGBA = (0.6, 0.6, 0.6, 1.0)
+SYNTHETIC_NOTE = "Model trained on synthetic demo data: this is not a real land-cover map"
+
+
+def class_rgba() -> np.ndarray:
+    """(20, 4) lookup from code to RGBA in 0..1; code 0 (nodata) grey."""
+    table = np.empty((len(CLASS_NAMES) + 1, 4))
+    table[0] = NODATA_RGBA
+    table[1:, :3] = np.asarray(CLASS_COLORS) / 255.0
+    table[1:, 3] = 1.0
+    return table
+
+
+def _outline_rings(aoi: BaseGeometry, geobox: GeoBox) -> list[np.ndarray]:
+    projected = Geometry(aoi, "EPSG:4326").to_crs(geobox.crs, resolution="auto").geom
+    polygons = getattr(projected, "geoms", [projected])
+    return [np.asarray(p.exterior.coords) / 1000.0 for p in polygons if hasattr(p, "exterior")]
+
+
+def render_quicklook(
+    path: Path,
+    class_map: ClassMap,
+    geobox: GeoBox,
+    stats: list[ClassStats],
+    *,
+    title: str,
+    synthetic_model: bool,
+    aoi: BaseGeometry | None = None,
+    dpi: int = 100,
+) -> None:
+    """Draw the map in metres/1000 of its own CRS so the axes read as distances in km."""
+    left, bottom, right, top = geobox.boundingbox[:4]
+    figure = Figure(figsize=(11, 7), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.imshow(
+        class_rgba()[class_map.classes],
+        extent=(left / 1000, right / 1000, bottom / 1000, top / 1000),
+        interpolation="nearest",
+        origin="upper",
+    )
+    if aoi is not None:
+        for ring in _outline_rings(aoi, geobox):
+            axes.plot(ring[:, 0], ring[:, 1], color="black", linewidth=1.0)
+    axes.set_xlim(left / 1000, right / 1000)
+    axes.set_ylim(bottom / 1000, top / 1000)
+    axes.set_xlabel(f"Easting (km, {geobox.crs})")
+    axes.set_ylabel("Northing (km)")
+    axes.ticklabel_format(useOffset=False, style="plain")
+    axes.set_aspect("equal")
+    cell = abs(geobox.resolution.x)
+    axes.set_title(f"{title}\n{class_map.shape[0]} x {class_map.shape[1]} cells of {cell:g} m")
+
+    handles = [
+        Patch(facecolor=class_rgba()[s.code], edgecolor="0.3", label=_legend_label(s)) for s in stats
+    ] + [Patch(facecolor=NODATA_RGBA, edgecolor="0.3", label=class_name(0))]
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    if synthetic_model:
+        figure.suptitle(SYNTHETIC_NOTE, color="darkred", fontsize=12, fontweight="bold")
+    figure.savefig(path, format="png", dpi=dpi)
+
+
+def _legend_label(stats: ClassStats) -> str:
+    name = "\n".join(textwrap.wrap(stats.name, 34))
+    return f"{stats.code:>2} {name} ({stats.percent:.1f}%)"

@@ -1,0 +1,127 @@
+"""Cloud-Optimized GeoTIFFs of the class map and its confidence, with the class table.
+
+GeoTIFF holds the colour table but not category names; GDAL keeps those (and a raster
+attribute table) in the PAM sidecar ``<file>.aux.xml``, which GDAL, QGIS and ArcGIS read.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from odc.geo.geobox import GeoBox
+
+from models.classes import CLASS_COLORS, CLASS_NAMES, NODATA_CODE, class_name
+from pipeline.export.provenance import Provenance
+from pipeline.mosaic import ClassMap
+
+COG_BLOCK = 512
+_MIN_BLOCK = 16  # GDAL's smallest tile edge for a COG
+
+
+def block_size(shape: tuple[int, int], largest: int = COG_BLOCK) -> int:
+    """Tile edge for a COG: 512, or smaller for a small map so it still gets a few tiles and
+    overviews instead of one mostly empty 512 px tile."""
+    size = largest
+    while size > _MIN_BLOCK and max(shape) < 2 * size:
+        size //= 2
+    return size
+
+
+def colormap() -> dict[int, tuple[int, int, int, int]]:
+    """All 256 palette entries: class colours for codes 1..19, transparent elsewhere."""
+    table = {value: (0, 0, 0, 0) for value in range(256)}
+    for code, rgb in enumerate(CLASS_COLORS, start=1):
+        table[code] = (*rgb, 255)
+    return table
+
+
+def class_tags(provenance: Provenance) -> dict[str, str]:
+    return {
+        "CLASS_NAMES": ";".join(f"{code}={class_name(code)}" for code in range(len(CLASS_NAMES) + 1)),
+        "NODATA_CODE": str(NODATA_CODE),
+        "MODEL_ID": provenance.model_id,
+        "MODEL_SHA256": provenance.model_sha256,
+        "SYNTHETIC_MODEL": str(provenance.synthetic_model).lower(),
+        "SOFTWARE_VERSION": provenance.software_version,
+    }
+
+
+def _cog_profile(geobox: GeoBox, dtype: str, nodata: float, resampling: str, predictor: str) -> dict:
+    ny, nx = geobox.shape
+    block = block_size((ny, nx))
+    return {
+        "driver": "COG",
+        "width": nx,
+        "height": ny,
+        "count": 1,
+        "dtype": dtype,
+        "crs": geobox.crs.to_wkt(),
+        "transform": geobox.affine,
+        "nodata": nodata,
+        "BLOCKSIZE": block,
+        "COMPRESS": "DEFLATE",
+        "PREDICTOR": predictor,
+        "OVERVIEW_RESAMPLING": resampling,
+        "OVERVIEWS": "AUTO",
+    }
+
+
+def write_class_cog(path: Path, class_map: ClassMap, geobox: GeoBox, provenance: Provenance) -> None:
+    """uint8 codes 1..19, 0 = nodata, palette, MODE overviews (no averaged, invalid codes)."""
+    profile = _cog_profile(geobox, "uint8", NODATA_CODE, "MODE", "NO")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(class_map.classes, 1)
+        dst.write_colormap(1, colormap())
+        dst.set_band_description(1, "land-cover class code (BigEarthNet 19 classes; 0 = no data)")
+        dst.update_tags(**class_tags(provenance))
+
+
+def write_confidence_cog(path: Path, class_map: ClassMap, geobox: GeoBox, provenance: Provenance) -> None:
+    """float32 probability of the mapped class, NaN = nodata, AVERAGE overviews."""
+    profile = _cog_profile(geobox, "float32", float("nan"), "AVERAGE", "YES")
+    kind = "sigmoid score" if class_map.multi_label else "softmax probability"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(class_map.confidence.astype(np.float32), 1)
+        dst.set_band_description(1, f"confidence: {kind} of the mapped class (0..1)")
+        dst.update_tags(
+            MODEL_ID=provenance.model_id,
+            SYNTHETIC_MODEL=str(provenance.synthetic_model).lower(),
+            CONFIDENCE=kind,
+        )
+
+
+# GDAL raster attribute table codes (gdal.h: GDALRATFieldType / GDALRATFieldUsage).
+_GFT_INTEGER, _GFT_STRING = 0, 2
+_GFU_NAME, _GFU_MINMAX, _GFU_RED, _GFU_GREEN, _GFU_BLUE = 2, 5, 6, 7, 8
+
+
+def class_aux_xml() -> str:
+    """PAM sidecar with category names (index = code) and a thematic attribute table."""
+    root = ET.Element("PAMDataset")
+    band = ET.SubElement(root, "PAMRasterBand", band="1")
+    categories = ET.SubElement(band, "CategoryNames")
+    for code in range(len(CLASS_NAMES) + 1):
+        ET.SubElement(categories, "Category").text = class_name(code)
+
+    rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
+    fields = [
+        ("Value", _GFT_INTEGER, _GFU_MINMAX),
+        ("Class_Name", _GFT_STRING, _GFU_NAME),
+        ("Red", _GFT_INTEGER, _GFU_RED),
+        ("Green", _GFT_INTEGER, _GFU_GREEN),
+        ("Blue", _GFT_INTEGER, _GFU_BLUE),
+    ]
+    for index, (name, ftype, usage) in enumerate(fields):
+        defn = ET.SubElement(rat, "FieldDefn", index=str(index))
+        ET.SubElement(defn, "Name").text = name
+        ET.SubElement(defn, "Type").text = str(ftype)
+        ET.SubElement(defn, "Usage").text = str(usage)
+    for row, (name, rgb) in enumerate(zip(CLASS_NAMES, CLASS_COLORS, strict=True)):
+        element = ET.SubElement(rat, "Row", index=str(row))
+        for value in (row + 1, name, *rgb):
+            ET.SubElement(element, "F").text = str(value)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"

@@ -1,0 +1,166 @@
+"""GeoPackage layers: class polygons, the patch grid for QA, scene footprints, default styles.
+
+Every layer is in the map CRS, so they line up with the rasters without reprojection.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import rasterio.features
+import shapely
+from odc.geo.geobox import GeoBox
+from shapely.geometry import MultiPolygon, shape
+
+from models.classes import class_name
+from pipeline.export.qgis import categorized_sld, categorized_style, outline_style, to_text
+from pipeline.export.summary import class_stats
+from pipeline.mosaic import TOP_K, ClassMap
+
+GPKG_VERSION = "1.3"  # QGIS 3.22 warns on 1.4
+GEOMETRY_COLUMN = "geom"  # pyogrio's GPKG default; layer_styles rows must name it
+
+
+def _crs(geobox: GeoBox) -> str:
+    return geobox.crs.to_wkt()
+
+
+def class_polygons(class_map: ClassMap, geobox: GeoBox) -> gpd.GeoDataFrame:
+    """One multipolygon per class present: the class raster's cells dissolved."""
+    parts: dict[int, list] = defaultdict(list)
+    # shapes() traces maximal 4-connected runs of equal code, so each class is the union of its parts.
+    for geom, value in rasterio.features.shapes(
+        class_map.classes, mask=class_map.valid, transform=geobox.affine, connectivity=4
+    ):
+        parts[int(value)].append(shape(geom))
+    stats = {s.code: s for s in class_stats(class_map, geobox)}
+    rows = [
+        {
+            "class_id": code,
+            "class_name": stats[code].name,
+            "area_ha": stats[code].area_ha,
+            "mean_confidence": stats[code].mean_confidence,
+            "cell_count": stats[code].cells,
+            "geometry": MultiPolygon(parts[code]),
+        }
+        for code in sorted(parts)
+    ]
+    columns = {"class_id": "int32", "class_name": "object", "area_ha": "float64", "mean_confidence": "float64", "cell_count": "int64"}
+    return _frame(rows, columns, geobox)
+
+
+def patch_cells(class_map: ClassMap, geobox: GeoBox) -> gpd.GeoDataFrame:
+    """One square per valid cell with its class, top-3 classes and clear fraction."""
+    rows, cols = np.nonzero(class_map.valid)
+    affine = geobox.affine
+    x0 = affine.c + cols * affine.a
+    y0 = affine.f + rows * affine.e
+    x1, y1 = x0 + affine.a, y0 + affine.e
+    boxes = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1))
+    data: dict[str, Any] = {
+        "row": rows.astype("int32"),
+        "col": cols.astype("int32"),
+        "class_id": class_map.classes[rows, cols].astype("int32"),
+        "class_name": [class_name(int(c)) for c in class_map.classes[rows, cols]],
+        "confidence": class_map.confidence[rows, cols].astype("float64"),
+    }
+    for k in range(TOP_K):
+        data[f"top{k + 1}_class"] = [class_name(int(c)) for c in class_map.top_codes[k, rows, cols]]
+        data[f"top{k + 1}_prob"] = class_map.top_probs[k, rows, cols].astype("float64")
+    data["clear_fraction"] = class_map.clear_fraction[rows, cols].astype("float64")
+    return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(boxes, crs=_crs(geobox)))
+
+
+def scene_records(scenes: Sequence[Any]) -> list[dict[str, Any]]:
+    """Id, date, cloud cover and tile of each input item (pystac.Item or STAC item dict)."""
+    records = []
+    for scene in scenes:
+        item = scene.to_dict() if hasattr(scene, "to_dict") else dict(scene)
+        props = item.get("properties", {})
+        records.append({
+            "item_id": item["id"],
+            "datetime": props.get("datetime") or props.get("start_datetime"),
+            "cloud_cover": props.get("eo:cloud_cover"),
+            "mgrs_tile": _mgrs_tile(props),
+            "platform": props.get("platform"),
+            "collection": item.get("collection"),
+            "geometry": item.get("geometry"),
+        })
+    return records
+
+
+def _mgrs_tile(props: Mapping[str, Any]) -> str | None:
+    if props.get("s2:mgrs_tile"):
+        return str(props["s2:mgrs_tile"])
+    zone, band, square = (props.get(f"mgrs:{k}") for k in ("utm_zone", "latitude_band", "grid_square"))
+    return f"{int(zone):02d}{band}{square}" if zone and band and square else None
+
+
+def scene_footprints(records: Sequence[Mapping[str, Any]], geobox: GeoBox) -> gpd.GeoDataFrame:
+    """Item footprints (given in lon/lat) reprojected to the map CRS."""
+    rows = [
+        {**{k: v for k, v in r.items() if k != "geometry"}, "geometry": shape(r["geometry"]) if r["geometry"] else None}
+        for r in records
+    ]
+    columns = {"item_id": "object", "datetime": "object", "cloud_cover": "float64", "mgrs_tile": "object", "platform": "object", "collection": "object"}
+    frame = _frame(rows, columns, None, crs="EPSG:4326")
+    frame["datetime"] = pd.to_datetime(frame["datetime"], utc=True, format="ISO8601")
+    return frame.to_crs(_crs(geobox))
+
+
+def _frame(rows: list[dict], columns: dict[str, str], geobox: GeoBox | None, crs: str | None = None) -> gpd.GeoDataFrame:
+    """A GeoDataFrame with a fixed schema, also when there are no rows (an all-nodata map)."""
+    crs = crs or _crs(geobox)
+    if not rows:
+        empty = {name: pd.Series([], dtype=dtype) for name, dtype in columns.items()}
+        return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=crs))
+    frame = pd.DataFrame(rows)
+    geometry = gpd.GeoSeries(frame.pop("geometry"), crs=crs)
+    return gpd.GeoDataFrame(frame.astype(columns), geometry=geometry)
+
+
+def layer_styles(now: datetime | None = None) -> pd.DataFrame:
+    """The table QGIS reads default styles from, one row per styled layer."""
+    now = now or datetime.now(UTC)
+    styles = {
+        "landcover": (categorized_style(outline="35,35,35,255", outline_width=0.1), categorized_sld("landcover")),
+        "patches": (categorized_style(outline="80,80,80,255", outline_width=0.05), categorized_sld("patches")),
+        "scenes": (outline_style(), ""),
+    }
+    return pd.DataFrame([
+        {
+            "f_table_catalog": "",
+            "f_table_schema": "",
+            "f_table_name": layer,
+            "f_geometry_column": GEOMETRY_COLUMN,
+            "styleName": layer,
+            "styleQML": to_text(qml),
+            "styleSLD": sld,
+            "useAsDefault": True,
+            "description": f"land-cover classes by class_id ({layer})" if sld else "scene footprints",
+            "owner": "",
+            "ui": "",
+            "update_time": pd.Timestamp(now),
+        }
+        for layer, (qml, sld) in styles.items()
+    ])
+
+
+def write_geopackage(path: Path, layers: Mapping[str, gpd.GeoDataFrame], styles: pd.DataFrame) -> None:
+    """Write the layers (polygons promoted to multipolygons) and the layer_styles table."""
+    dataset_options = {"VERSION": GPKG_VERSION}
+    for name, frame in layers.items():
+        pyogrio.write_dataframe(
+            frame, path, layer=name, driver="GPKG", geometry_type="MultiPolygon",
+            promote_to_multi=True, dataset_options=dataset_options,
+        )
+        dataset_options = {}  # only the first write creates the dataset
+    pyogrio.write_dataframe(styles, path, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"})
