@@ -5,13 +5,20 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.classes import CLASS_NAMES
 from models.profiles import Variant, get_profile
 from pipeline import __version__
+from pipeline.errors import LandcoverError
 
 Task = Literal["single-label", "multi-label"]
+
+
+class CardError(LandcoverError):
+    """A model card cannot be read or does not validate."""
 
 
 class Normalisation(BaseModel):
@@ -75,6 +82,18 @@ class ModelCard(BaseModel):
         else:
             variant = None
         return cls(profile=profile, variant=variant, **fields)  # type: ignore[arg-type]
+
+    @classmethod
+    def read(cls, path: str | Path) -> ModelCard:
+        path = Path(path)
+        try:
+            return cls.model_validate_json(path.read_text())
+        except OSError as e:
+            raise CardError(f"cannot read model card {path}: {e.strerror}") from None
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(map(str, err["loc"])) or "card"
+            raise CardError(f"model card {path} is invalid at {where}: {err['msg']}; fix or remove it") from None
 
     @property
     def demo_label(self) -> str:

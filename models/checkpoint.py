@@ -9,7 +9,6 @@ load (except the documented SR-only case, where the classifier stays untrained).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import tempfile
@@ -49,7 +48,7 @@ def card_path(weights: str | os.PathLike[str]) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
+def load_state_dict(path: str | os.PathLike[str]) -> StateDict:
     """Tensors of a ``.safetensors`` or torch (``.pth``/``.pt``) file, on CPU, never running pickled code."""
     path = Path(path)
     if not path.is_file():
@@ -166,12 +165,7 @@ def _shape_mismatch(e: RuntimeError, profile: str) -> CheckpointError:
 
 def read_card(weights: str | os.PathLike[str]) -> ModelCard | None:
     path = card_path(weights)
-    if not path.is_file():
-        return None
-    try:
-        return ModelCard.model_validate_json(path.read_text())
-    except ValueError as e:
-        raise CheckpointError(f"model card {path} is invalid: {str(e).splitlines()[0]}; fix or remove it") from None
+    return ModelCard.read(path) if path.is_file() else None
 
 
 def load_model(
@@ -187,7 +181,7 @@ def load_model(
     profile's default variant; ``esrgan`` for a bare SR state_dict, which is how SR was trained).
     Without a card, one is made that says the provenance is unknown.
     """
-    state = strip_module_prefix(read_state_dict(path))
+    state = strip_module_prefix(load_state_dict(path))
     card = read_card(path)
     prof = get_profile(profile) if profile else get_profile(card.profile) if card else infer_profile(state)
     sr_only = is_bare_sr(state)

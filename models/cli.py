@@ -1,0 +1,216 @@
+"""`landcover model ...`: inspect a checkpoint and classify one image patch (the seed's demo as a command).
+
+Mounted by the main CLI as ``landcover model``; errors print ``error: <one line>`` to stderr and
+exit 2, like the rest of the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import LandcoverError
+
+model_app = typer.Typer(
+    help="Inspect a model and classify single patches.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+EXIT_USER_ERROR = 2
+GEOTIFF_SUFFIXES = {".tif", ".tiff"}
+# L2A digital numbers are reflectance x 10000 when a file carries no scale of its own.
+L2A_SCALE = 1e-4
+_RGB_NAMES = {"red": ("red", "b04", "b4"), "green": ("green", "b03", "b3"), "blue": ("blue", "b02", "b2")}
+
+
+class ImageError(LandcoverError):
+    """An input image cannot be turned into a model patch."""
+
+
+def _fail(exc: LandcoverError) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_USER_ERROR)
+
+
+def _rgb_band_indexes(src) -> list[int]:
+    """1-based indexes of red, green, blue: by colour interpretation, then description, then a 3-band file."""
+    from rasterio.enums import ColorInterp
+
+    interp = {ci: i + 1 for i, ci in enumerate(src.colorinterp)}
+    if all(c in interp for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)) and src.count in (3, 4):
+        return [interp[ColorInterp.red], interp[ColorInterp.green], interp[ColorInterp.blue]]
+    names = [(d or "").strip().lower() for d in src.descriptions]
+    found = [next((i + 1 for i, n in enumerate(names) if n in aliases), None) for aliases in _RGB_NAMES.values()]
+    if all(found):
+        return found  # type: ignore[return-value]
+    if src.count == 3:
+        return [1, 2, 3]
+    raise ImageError(
+        f"cannot tell which of the {src.count} bands of {src.name} are red, green, blue: "
+        "give a 3-band RGB file or name the bands (red/green/blue or B04/B03/B02) in its band descriptions"
+    )
+
+
+def read_geotiff_rgb(path: Path) -> np.ndarray:
+    """(1, 3, H, W) uint8 from a GeoTIFF of uint8 RGB, or of reflectance (float, or scaled integers)."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    from models.preprocess import reflectance_to_uint8
+
+    try:
+        with rasterio.open(path) as src:
+            bands = _rgb_band_indexes(src)
+            data = src.read(bands, masked=True)
+            scales = [src.scales[b - 1] for b in bands]
+            offsets = [src.offsets[b - 1] for b in bands]
+    except RasterioIOError as e:
+        raise ImageError(f"cannot read {path} as a GeoTIFF ({e})") from None
+    if data.dtype == np.uint8:
+        return np.asarray(data.filled(0))[None]
+    refl = data.astype(np.float64)
+    if np.issubdtype(data.dtype, np.integer):
+        has_own_scale = any(s != 1.0 for s in scales) or any(o != 0.0 for o in offsets)
+        if has_own_scale:
+            refl = refl * np.array(scales)[:, None, None] + np.array(offsets)[:, None, None]
+        else:
+            refl = refl * L2A_SCALE
+    return reflectance_to_uint8(np.asarray(refl.filled(np.nan), dtype=np.float32)[None])
+
+
+def read_picture_rgb(path: Path) -> np.ndarray:
+    """(1, 3, H, W) uint8 from a PNG/JPEG (any mode, converted to RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageError(f"cannot read {path} as an image ({e})") from None
+    return rgb.transpose(2, 0, 1)[None].copy()
+
+
+def read_patch(path: Path, patch_size: int) -> np.ndarray:
+    """One uint8 LR patch (1, 3, patch_size, patch_size) from an image file, resized down if bigger."""
+    from models.preprocess import resize_windows
+
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    rgb = read_geotiff_rgb(path) if path.suffix.lower() in GEOTIFF_SUFFIXES else read_picture_rgb(path)
+    h, w = rgb.shape[-2:]
+    if min(h, w) < patch_size:
+        raise ImageError(f"{path} is {w} x {h} px, smaller than the model's {patch_size} px patch")
+    return resize_windows(rgb, patch_size)
+
+
+def write_png(image_chw: np.ndarray, path: Path) -> None:
+    """Write a uint8 (3, H, W) image as PNG via a temporary name in the same directory."""
+    from PIL import Image
+
+    if not path.parent.is_dir():
+        raise ImageError(f"directory does not exist for {path}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(image_chw.transpose(1, 2, 0)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _card_table(card) -> Table:
+    table = Table(title="model card", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    data = card.model_dump(mode="json")
+    data["classes"] = f"{len(card.classes)}: " + ", ".join(card.classes)
+    data["normalisation"] = card.normalisation.description
+    data["training_data"] = ("SYNTHETIC (demo) - " if card.training_data.synthetic else "") + card.training_data.description
+    data["metrics"] = json.dumps(card.metrics) if card.metrics else "none recorded"
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    return table
+
+
+def _params_table(counts: dict[str, int]) -> Table:
+    table = Table(title="parameters")
+    table.add_column("part")
+    table.add_column("parameters", justify="right")
+    table.add_column("millions", justify="right")
+    for part, label in (("sr", "SR generator"), ("backbone", "backbone"), ("head", "head (fc)"), ("total", "total")):
+        table.add_row(label, f"{counts[part]:,}", f"{counts[part] / 1e6:.2f} M")
+    return table
+
+
+@model_app.command("info")
+def info(
+    path: Path = typer.Argument(..., help="Weights (.safetensors/.pth), card JSON beside them if any."),
+    profile: Optional[str] = typer.Option(None, help="Profile, if the weights have no card (default: from shapes)."),
+    variant: Optional[str] = typer.Option(None, help="SR variant: esrgan | seed-classifier."),
+) -> None:
+    """Print the model card and the parameter counts of SR, backbone and head."""
+    from models.checkpoint import load_model
+    from models.classifier import count_parameters
+
+    try:
+        model, card = load_model(path, profile=profile, variant=variant)
+    except LandcoverError as e:
+        raise _fail(e) from None
+    out = Console()
+    out.print(_card_table(card))
+    out.print(_params_table(count_parameters(model)))
+
+
+@model_app.command("predict")
+def predict(
+    path: Path = typer.Argument(..., help="Weights (.safetensors/.pth), card JSON beside them if any."),
+    image: Path = typer.Argument(..., help="GeoTIFF (uint8 RGB or reflectance) or PNG; bigger than 32 px is resized."),
+    as_json: bool = typer.Option(False, "--json", help="Print all class probabilities as JSON, in class order."),
+    save_sr: Optional[Path] = typer.Option(None, "--save-sr", help="Write the super-resolved image as PNG."),
+    top: int = typer.Option(5, min=1, help="How many classes to list without --json."),
+    profile: Optional[str] = typer.Option(None, help="Profile, if the weights have no card."),
+    variant: Optional[str] = typer.Option(None, help="SR variant: esrgan | seed-classifier."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+) -> None:
+    """Classify one image patch: top classes (or --json with every class), optionally save the SR image."""
+    from models.checkpoint import load_model
+    from models.predictor import Predictor
+
+    try:
+        model, card = load_model(path, profile=profile, variant=variant)
+        predictor = Predictor(model, card, device=device, batch_size=1)
+        patch = read_patch(image, card.patch_size)
+        if save_sr is not None and model.sr_model is None:
+            raise ImageError(f"profile {card.profile!r} has no SR generator: drop --save-sr")
+        result = predictor.predict(patch)
+        if save_sr is not None:
+            write_png(predictor.super_resolve(patch)[0], save_sr)
+    except LandcoverError as e:
+        raise _fail(e) from None
+    probs = result.probs[0]
+    if as_json:
+        typer.echo(json.dumps({name: float(p) for name, p in zip(card.classes, probs)}, indent=2))
+        return
+    out = Console()
+    kind = "independent probabilities (multi-label)" if card.task == "multi-label" else "softmax probabilities"
+    table = Table(title=f"{image.name}: top {min(top, len(probs))} classes ({kind})", caption=card.demo_label)
+    table.add_column("rank", justify="right")
+    table.add_column("code", justify="right")
+    table.add_column("class")
+    table.add_column("probability", justify="right")
+    idx, p = result.top(top)
+    for rank, (i, pi) in enumerate(zip(idx[0], p[0]), start=1):
+        table.add_row(str(rank), str(int(i) + 1), card.classes[i], f"{pi:.3f}")
+    out.print(table)
+    if save_sr is not None:
+        out.print(f"super-resolved image written to {save_sr}")
