@@ -1,0 +1,325 @@
+"""Generate (once) and find the embedded offline demo world.
+
+Layout of a world folder (``$LANDCOVER_CACHE`` or ``~/.cache/landcover``, then
+``demo/world-<hash>``)::
+
+    collection.json            the sentinel-2-l2a Collection
+    items.ndjson               one Item per line; asset hrefs relative to this folder
+    aoi.geojson                the demo area of interest (EPSG:4326, spans 12°E)
+    scenes/<mgrs>/<item id>/   blue.tif green.tif red.tif nir.tif (10 m), rededge1..3, nir08,
+                               swir16, swir22 (uint16), scl.tif (uint8; 20 m); COG, DEFLATE, 512 px
+    truth/<mgrs>_truth.tif     ground truth, uint8 codes 1..19 (models.classes), colour table,
+                               on the tile's own grid. Deliberately NOT an asset of the Items: it is
+                               what a classifier must never see, and Earth Search has no such asset.
+    .complete                  written last; a folder without it is regenerated
+
+The world is generated in a sibling temporary folder and renamed into place, under a file lock,
+so concurrent test runs neither see half a world nor generate it twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.windows import Window
+
+from models.classes import CLASS_COLORS
+from pipeline.demo import landscape, scenes, stac
+from pipeline.errors import LandcoverError
+
+GENERATOR_VERSION = "1"
+MARKER = ".complete"
+MIN_SIZE_PX = 240
+FULL_TILE_PX = 10_980
+
+
+class DemoWorldError(LandcoverError):
+    """The demo world cannot be generated or read as asked."""
+
+
+@dataclass(frozen=True)
+class DemoTile:
+    """One tile of the world on its own UTM grid."""
+
+    mgrs: str
+    epsg: int
+    truth_path: Path
+    bounds: tuple[float, float, float, float]  # west, south, east, north in EPSG:<epsg>
+
+    @property
+    def crs(self) -> str:
+        return f"EPSG:{self.epsg}"
+
+
+@dataclass(frozen=True)
+class DemoWorld:
+    """A generated world on disk: STAC metadata, COG assets, truth rasters and the demo AOI."""
+
+    root: Path
+    collection_path: Path
+    items_path: Path
+    aoi_path: Path
+    tiles: tuple[DemoTile, ...]
+    size_px: int
+    seed: int
+
+    def items(self, base: str | None = None) -> list[dict[str, Any]]:
+        """The Items with asset hrefs made absolute: local file paths, or ``base`` + relative path."""
+        prefix = str(self.root) + os.sep if base is None else base.rstrip("/") + "/"
+        out = []
+        for line in self.items_path.read_text().splitlines():
+            if line.strip():
+                item = json.loads(line)
+                for asset in item["assets"].values():
+                    asset["href"] = prefix + asset["href"]
+                out.append(item)
+        return out
+
+    def collection(self) -> dict[str, Any]:
+        return json.loads(self.collection_path.read_text())
+
+    def aoi(self) -> dict[str, Any]:
+        return json.loads(self.aoi_path.read_text())
+
+    def tile(self, mgrs: str) -> DemoTile:
+        for tile in self.tiles:
+            if tile.mgrs == mgrs:
+                return tile
+        known = ", ".join(t.mgrs for t in self.tiles)
+        raise DemoWorldError(f"no demo tile {mgrs!r}; the demo world has {known}")
+
+    def truth_path(self, tile: str | DemoTile) -> Path:
+        return (tile if isinstance(tile, DemoTile) else self.tile(tile)).truth_path
+
+    def datetime_range(self) -> tuple[str, str]:
+        """First and last acquisition (ISO 8601), e.g. for a search window covering every scene."""
+        interval = self.collection()["extent"]["temporal"]["interval"][0]
+        return interval[0], interval[1]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LANDCOVER_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "landcover"
+
+
+def world_key(size_px: int, seed: int) -> str:
+    """Folder name of a world: changes with the generator version and every parameter."""
+    text = json.dumps({"version": GENERATOR_VERSION, "size_px": size_px, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_params(size_px: int, seed: int) -> None:
+    if not isinstance(size_px, int) or size_px < MIN_SIZE_PX or size_px % 2:
+        raise DemoWorldError(
+            f"demo tile size {size_px!r} px is not usable; give an even number of pixels >= {MIN_SIZE_PX} "
+            f"(default 1200, a full Sentinel-2 tile is {FULL_TILE_PX})"
+        )
+    if not isinstance(seed, int) or seed < 0:
+        raise DemoWorldError(f"demo seed {seed!r} is not usable; give a non-negative integer")
+
+
+def _describe(root: Path, size_px: int, seed: int) -> DemoWorld:
+    tiles = scenes.make_tiles(size_px)
+    return DemoWorld(
+        root=root,
+        collection_path=root / "collection.json",
+        items_path=root / "items.ndjson",
+        aoi_path=root / "aoi.geojson",
+        tiles=tuple(DemoTile(t.mgrs, t.epsg, root / "truth" / f"{t.mgrs}_truth.tif", t.bounds) for t in tiles),
+        size_px=size_px,
+        seed=seed,
+    )
+
+
+def is_complete(root: Path, size_px: int, seed: int) -> bool:
+    marker = root / MARKER
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("key") == world_key(size_px, seed) and meta.get("version") == GENERATOR_VERSION
+
+
+def generate_world(
+    cache_dir: Path | None = None, *, size_px: int = 1200, seed: int = 0, progress: bool = False
+) -> DemoWorld:
+    """The demo world for (size_px, seed): reused when present and complete, generated otherwise."""
+    _check_params(size_px, seed)
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    parent = base / "demo"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemoWorldError(f"cannot create the demo cache {parent}: {exc.strerror}; set LANDCOVER_CACHE to a writable folder") from exc
+    key = world_key(size_px, seed)
+    root = parent / f"world-{key}"
+    if is_complete(root, size_px, seed):
+        return _describe(root, size_px, seed)
+    with _locked(parent / f"world-{key}.lock"):
+        if not is_complete(root, size_px, seed):  # another process may have finished meanwhile
+            _build(root, size_px, seed, progress)
+    return _describe(root, size_px, seed)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _build(root: Path, size_px: int, seed: int, progress: bool) -> None:
+    started = time.perf_counter()
+    work = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    tiles = scenes.make_tiles(size_px)
+    all_scenes = scenes.make_scenes(tiles)
+    ground = landscape.Ground(seed=seed, south_m=scenes.ground_south_edge(tiles))
+    _say(progress, f"generating the demo world ({len(tiles)} tiles of {size_px} px, {len(all_scenes)} scenes) in {root}")
+    jobs = [(tile, tuple(s for s in all_scenes if s.tile == tile), ground, seed, work) for tile in tiles]
+    counts: dict[str, np.ndarray] = {}
+    # One process per tile: each renders its ground once and every date over it.
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for tile, result in zip(tiles, pool.map(_render_tile, *zip(*jobs, strict=True)), strict=True):
+                counts.update(result)
+                _say(progress, f"  tile {tile.mgrs} done")
+    else:
+        for job in jobs:
+            counts.update(_render_tile(*job))
+    items = [stac.item(scene, counts[scene.id]) for scene in all_scenes]
+    _write_text(work / "items.ndjson", "".join(json.dumps(i, separators=(",", ":")) + "\n" for i in items))
+    _write_text(work / "collection.json", json.dumps(stac.collection(items), indent=2))
+    _write_text(work / "aoi.geojson", json.dumps(demo_aoi(size_px), indent=2))
+    seconds = round(time.perf_counter() - started, 2)
+    meta = {"version": GENERATOR_VERSION, "key": world_key(size_px, seed), "size_px": size_px, "seed": seed, "seconds": seconds}
+    _write_text(work / MARKER, json.dumps(meta))
+    shutil.rmtree(root, ignore_errors=True)  # a half-written world from an older run
+    os.replace(work, root)
+    _say(progress, f"demo world ready in {seconds:.1f} s")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def demo_aoi(size_px: int) -> dict[str, Any]:
+    """A polygon across 12°E inside both tiles; its centre lies in zone 32 (west of 12°E)."""
+    extent = size_px * scenes.RESOLUTION_M
+    corners_u = np.array([-0.45, 0.35, 0.35, 0.05, -0.45]) * extent
+    corners_v = np.array([-0.42, -0.42, 0.42, 0.42, 0.25]) * extent
+    lon, lat = scenes.ground_to_lonlat(corners_u, corners_v)
+    ring = [[round(float(a), 6), round(float(b), 6)] for a, b in zip(lon, lat, strict=True)]
+    ring.append(ring[0])
+    return {
+        "type": "FeatureCollection",
+        "features": [{
+            "type": "Feature",
+            "properties": {"name": "demo", "description": "Synthetic demo world AOI across the UTM 32/33 boundary"},
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+        }],
+    }
+
+
+# ---------------------------------------------------------------------------- rendering (worker)
+
+_TEMP_PROFILE = {"driver": "GTiff", "tiled": True, "blockxsize": 512, "blockysize": 512}
+_COG_OPTIONS = {"COMPRESS": "DEFLATE", "PREDICTOR": "2", "BLOCKSIZE": "512", "NUM_THREADS": "1", "BIGTIFF": "IF_SAFER"}
+
+
+def _open_temp(path: Path, tile: scenes.TileSpec, size: int, dtype: str) -> rasterio.io.DatasetWriter:
+    res = tile.size_px * scenes.RESOLUTION_M / size
+    transform = rasterio.Affine(res, 0.0, tile.west, 0.0, -res, tile.north)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return rasterio.open(
+        path, "w", width=size, height=size, count=1, dtype=dtype, nodata=0,
+        crs=f"EPSG:{tile.epsg}", transform=transform, **_TEMP_PROFILE,
+    )
+
+
+def _to_cog(temp: Path, final: Path, resampling: str) -> None:
+    partial = final.with_name(final.name + ".tmp")
+    rasterio.shutil.copy(temp, partial, driver="COG", OVERVIEW_RESAMPLING=resampling, **_COG_OPTIONS)
+    os.replace(partial, final)
+    temp.unlink()
+
+
+def _render_tile(
+    tile: scenes.TileSpec, tile_scenes: tuple[scenes.SceneSpec, ...], ground: landscape.Ground, seed: int, root: Path
+) -> dict[str, np.ndarray]:
+    """Render the truth and every scene of one tile, block by block; return SCL histograms per scene."""
+    n, half = tile.size_px, tile.size_px // 2
+    skies = {s.id: scenes.plan_sky(s, seed) for s in tile_scenes}
+    counts = {s.id: np.zeros(12, dtype=np.int64) for s in tile_scenes}
+    truth_final = root / "truth" / f"{tile.mgrs}_truth.tif"
+    truth_temp = truth_final.with_name(truth_final.stem + ".part.tif")
+    writers: dict[Path, tuple[rasterio.io.DatasetWriter, Path, str]] = {}
+    truth_dst = _open_temp(truth_temp, tile, n, "uint8")
+    truth_dst.write_colormap(1, {code + 1: (*rgb, 255) for code, rgb in enumerate(CLASS_COLORS)} | {0: (0, 0, 0, 0)})
+    writers[truth_temp] = (truth_dst, truth_final, "MODE")
+    outputs: dict[tuple[str, str], rasterio.io.DatasetWriter] = {}
+    for scene in tile_scenes:
+        for key in (*scenes.BANDS_10M, *scenes.BANDS_20M, "scl"):
+            final = root / stac.asset_path(scene, key)
+            temp = final.with_name(final.stem + ".part.tif")
+            size = n if key in scenes.BANDS_10M else half
+            dst = _open_temp(temp, tile, size, "uint8" if key == "scl" else "uint16")
+            writers[temp] = (dst, final, "NEAREST" if key == "scl" else "AVERAGE")
+            outputs[(scene.id, key)] = dst
+    try:
+        for row0, rows in scenes.row_blocks(n):
+            x, y = scenes.pixel_centres(tile, row0, rows)
+            u, v = scenes.ground_of_pixels(tile, x, y)
+            codes, unit_key = landscape.truth(ground, u, v)
+            truth_dst.write(codes, 1, window=Window(0, row0, n, rows))
+            surface = landscape.reflectance(ground, codes, unit_key, u, v)
+            for scene in tile_scenes:
+                seen = scenes.render(scene, skies[scene.id], seed, surface, u, v, row0)
+                win10 = Window(0, row0, n, rows)
+                win20 = Window(0, row0 // 2, half, rows // 2)
+                coarse = scenes.downsample(seen.reflectance)
+                coarse_nodata = seen.nodata[::2, ::2]
+                for b, key in enumerate(landscape.BANDS):
+                    if key in scenes.BANDS_10M:
+                        dn = scenes.to_dn(seen.reflectance[..., b], seen.nodata, scene.pixels_carry_offset)
+                        outputs[(scene.id, key)].write(dn, 1, window=win10)
+                    else:
+                        dn = scenes.to_dn(coarse[..., b], coarse_nodata, scene.pixels_carry_offset)
+                        outputs[(scene.id, key)].write(dn, 1, window=win20)
+                scl = scenes.scl_20m(seen)
+                outputs[(scene.id, "scl")].write(scl, 1, window=win20)
+                counts[scene.id] += np.bincount(scl.ravel(), minlength=12)[:12]
+    finally:
+        for dst, _, _ in writers.values():
+            dst.close()
+    for temp, (_, final, resampling) in writers.items():
+        _to_cog(temp, final, resampling)
+    return counts
