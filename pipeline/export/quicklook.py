@@ -77,7 +77,9 @@ def render_quicklook(
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     if synthetic_model:
         figure.suptitle(SYNTHETIC_NOTE, color="darkred", fontsize=12, fontweight="bold")
-    figure.savefig(path, format="png", dpi=dpi)
+    # The same words in the PNG's text chunks, for tools that show or index metadata.
+    metadata = {"Title": title, "Description": SYNTHETIC_NOTE if synthetic_model else "Land-cover map"}
+    figure.savefig(path, format="png", dpi=dpi, metadata=metadata)
 
 
 def _legend_label(stats: ClassStats) -> str:
