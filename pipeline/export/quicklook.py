@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,10 @@ def class_rgba() -> np.ndarray:
 
 
 def _outline_rings(aoi: BaseGeometry, geobox: GeoBox) -> list[np.ndarray]:
-    projected = Geometry(aoi, "EPSG:4326").to_crs(geobox.crs, resolution="auto").geom
+    with warnings.catch_warnings():
+        # odc-geo still calls shapely.ops.transform, deprecated in shapely 2.1; harmless here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        projected = Geometry(aoi, "EPSG:4326").to_crs(geobox.crs, resolution="auto").geom
     polygons = getattr(projected, "geoms", [projected])
     return [np.asarray(p.exterior.coords) / 1000.0 for p in polygons if hasattr(p, "exterior")]
 

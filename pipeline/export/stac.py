@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -82,7 +83,7 @@ def map_item(
 ) -> pystac.Item:
     """assets: key -> (relative href, title, roles); the href extension picks the media type."""
     created = created or datetime.now(UTC)
-    footprint = geobox.extent.to_crs("EPSG:4326", resolution="auto").geom
+    footprint = _lonlat_footprint(geobox)
     start, end = _time_span(scenes)
     item = pystac.Item(
         id=item_id(provenance),
@@ -140,3 +141,12 @@ def _self_href(item: Mapping[str, Any]) -> str | None:
         if link.get("rel") == "self":
             return link.get("href")
     return None
+
+
+def _lonlat_footprint(geobox: GeoBox):
+    """The grid's outline in lon/lat, densified so its curved edges stay within a few metres."""
+    edge = max(abs(geobox.resolution.x) * geobox.shape.x, abs(geobox.resolution.y) * geobox.shape.y)
+    with warnings.catch_warnings():
+        # odc-geo still calls shapely.ops.transform, deprecated in shapely 2.1; harmless here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return geobox.extent.to_crs("EPSG:4326", resolution=edge / 16).geom

@@ -1,4 +1,8 @@
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pystac
 import pytest
@@ -60,3 +64,25 @@ def test_landcover_asset_carries_the_class_table(exported):
 )
 def test_class_slugs_are_machine_readable(name, expected):
     assert slug(name) == expected
+
+
+def rustac_cli() -> str | None:
+    return shutil.which("rustac") or next(
+        (str(p) for p in [Path(sys.executable).parent / "rustac"] if p.exists()), None
+    )
+
+
+@pytest.mark.skipif(rustac_cli() is None, reason="the rustac CLI is not installed")
+def test_item_is_valid_against_the_stac_core_schema(exported, tmp_path):
+    files, _, _ = exported
+    raw = json.loads(files.item.read_text())
+    # Extension schemas are fetched from the internet; the core schema ships with rustac.
+    raw["stac_extensions"] = []
+    core = tmp_path / "core.json"
+    core.write_text(json.dumps(raw))
+    result = subprocess.run([rustac_cli(), "validate", str(core)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    del raw["bbox"]  # and the check does catch a broken item
+    core.write_text(json.dumps(raw))
+    assert subprocess.run([rustac_cli(), "validate", str(core)], capture_output=True, timeout=60).returncode != 0
