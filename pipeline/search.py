@@ -115,7 +115,9 @@ def search_items(params: SearchParams, aoi: AOI) -> list[pystac.Item]:
     try:
         found = list(client.search(**request).items())
     except APIError as err:
-        raise SearchError(f"STAC search at {params.url} failed after {params.tries} tries: {_one_line(err)}; check the URL/network") from None
+        raise SearchError(
+            f"STAC search at {params.url} failed after {params.tries} tries: {_one_line(err)}; check the URL/network"
+        ) from None
     items = [normalise_asset_keys(item) for item in found if _usable(item, params, aoi)]
     log.info("STAC search at %s: %d items, %d within cloud limit and footprint", params.url, len(found), len(items))
     best = select_best_per_tile(items, params.max_items_per_tile)

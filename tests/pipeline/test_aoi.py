@@ -98,7 +98,8 @@ def test_points_and_lines_are_refused_with_a_buffer_hint(geometry):
 
 
 def test_a_point_inside_a_collection_is_refused_too():
-    collection = {"type": "FeatureCollection", "features": [feature(square(9.0, 45.0)), feature({"type": "Point", "coordinates": [9, 45]})]}
+    point = {"type": "Point", "coordinates": [9, 45]}
+    collection = {"type": "FeatureCollection", "features": [feature(square(9.0, 45.0)), feature(point)]}
     with pytest.raises(AOIError, match="give a Polygon"):
         parse_aoi(collection)
 

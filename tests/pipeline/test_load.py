@@ -229,7 +229,31 @@ def test_band_scale_comes_from_raster_bands_with_a_default(scenes):
     assert band_scale(item, "red") == 1e-4
 
 
-def test_configure_gdal_returns_the_http_settings():
-    options = configure_gdal()
-    assert options == GDAL_OPTIONS
-    assert options["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR" and int(options["GDAL_HTTP_MAX_RETRY"]) >= 3
+def test_configure_gdal_sets_the_http_settings_in_worker_processes():
+    from distributed import Client, LocalCluster
+
+    from odc.loader._rio import capture_rio_env
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        before = next(iter(client.run(capture_rio_env).values()))
+        assert "CPL_VSIL_CURL_ALLOWED_EXTENSIONS" not in before
+        assert configure_gdal(client) == GDAL_OPTIONS
+        after = next(iter(client.run(capture_rio_env).values()))
+    for key, value in GDAL_OPTIONS.items():
+        assert after[key] == value
+
+
+def test_gdal_http_settings_travel_inside_the_graph_to_any_worker(scenes, monkeypatch):
+    """odc-stac captures the rasterio environment into its read tasks; workers restore it per read."""
+    import cloudpickle
+
+    import pipeline.load
+
+    marker = "landcover-test-7f3a"  # a value no global configuration could have put there
+    monkeypatch.setattr(pipeline.load, "GDAL_OPTIONS", {**GDAL_OPTIONS, "GDAL_HTTP_USERAGENT": marker})
+    grid = small_grid(window_px=8, stride_px=8)
+    ds = load_composite(scenes["items"], grid, offsets=item_offsets(scenes["items"]))
+    shipped = cloudpickle.dumps(dict(ds.red.data.__dask_graph__()))
+    assert marker.encode() in shipped
+    assert b"CPL_VSIL_CURL_ALLOWED_EXTENSIONS" in shipped

@@ -135,13 +135,18 @@ def test_date_window_is_inclusive_and_pushed_to_the_server(stac_url):
 
 
 def test_no_scenes_is_a_one_line_error_naming_the_fix(stac_url):
-    with pytest.raises(SearchError, match=r"no Sentinel-2 scenes for this AOI between 2024-01-01 and 2024-01-31 with cloud <= 60%; widen the dates or raise --max-cloud"):
+    message = (
+        r"no Sentinel-2 scenes for this AOI between 2024-01-01 and 2024-01-31 with cloud <= 60%; "
+        r"widen the dates or raise --max-cloud"
+    )
+    with pytest.raises(SearchError, match=message):
         search_items(params(stac_url, start="2024-01-01", end="2024-01-31"), AOI)
 
 
 def test_unreachable_api_fails_after_retries():
     port = free_port()  # nothing listens there now
-    with pytest.raises(SearchError, match=rf"could not reach STAC API at http://127.0.0.1:{port} after 3 tries: .*; check the URL/network"):
+    message = rf"could not reach STAC API at http://127.0.0.1:{port} after 3 tries: .*; check the URL/network"
+    with pytest.raises(SearchError, match=message):
         search_items(params(f"http://127.0.0.1:{port}", tries=3, backoff_s=0.01), AOI)
 
 
@@ -185,7 +190,8 @@ def test_cloud_filter_is_pushed_only_in_a_form_the_server_declares():
 
 
 def test_public_sources_default_to_their_endpoints():
-    assert SearchParams(source="earth-search", start="2023-01-01", end="2023-01-31").url == "https://earth-search.aws.element84.com/v1"
+    es = SearchParams(source="earth-search", start="2023-01-01", end="2023-01-31")
+    assert es.url == "https://earth-search.aws.element84.com/v1"
     pc = SearchParams(source="planetary-computer", start=dt.date(2023, 1, 1), end=dt.date(2023, 1, 31))
     assert pc.url == "https://planetarycomputer.microsoft.com/api/stac/v1"
 
@@ -206,7 +212,9 @@ def test_bad_parameters_are_refused(overrides, match):
 
 
 def test_planetary_computer_asset_keys_become_common_names():
-    item = pystac.Item.from_dict(make_item("S2A_MSIL2A_20230605T101559_R065_T32TQS_20230605T174311", tile="32TQS", cloud=1, day=5, asset_keys=("B02", "B03", "B04", "B08", "B8A", "SCL", "visual")))
+    pc_keys = ("B02", "B03", "B04", "B08", "B8A", "SCL", "visual")
+    item_id = "S2A_MSIL2A_20230605T101559_R065_T32TQS_20230605T174311"
+    item = pystac.Item.from_dict(make_item(item_id, tile="32TQS", cloud=1, day=5, asset_keys=pc_keys))
     renamed = normalise_asset_keys(item)
     assert set(renamed.assets) == {"blue", "green", "red", "nir", "nir08", "scl", "visual"}
     assert renamed.assets["red"].href.endswith("/B04.tif")
