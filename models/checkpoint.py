@@ -60,7 +60,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> StateDict:
             raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # corruption, not a refused class or function
+            raise CheckpointError(f"{path} is not a readable torch checkpoint (corrupt, truncated or another format)") from None
         raise CheckpointError(
             f"{path} holds pickled code, which is never run: save a plain state_dict "
             f"(torch.save(model.state_dict(), ...)) or safetensors instead"
