@@ -257,3 +257,16 @@ def test_gdal_http_settings_travel_inside_the_graph_to_any_worker(scenes, monkey
     shipped = cloudpickle.dumps(dict(ds.red.data.__dask_graph__()))
     assert marker.encode() in shipped
     assert b"CPL_VSIL_CURL_ALLOWED_EXTENSIONS" in shipped
+
+
+def test_item_offsets_over_http_match_the_demo_world_truth_and_skip_a_404(served_world, caplog):
+    from pipeline.demo.scenes import make_scenes, make_tiles
+
+    truth = {s.id: BOA_OFFSET_DN if s.pixels_carry_offset else 0 for s in make_scenes(make_tiles(served_world.world.size_px))}
+    items = [pystac.Item.from_dict(d) for d in served_world.items]
+    broken = items[0]
+    broken.assets["blue"].href = broken.assets["blue"].href.replace("blue.tif", "no-such-band.tif")
+    with caplog.at_level(logging.WARNING, logger="pipeline.load"):
+        offsets = item_offsets(items)
+    assert f"skipping scene {broken.id}" in caplog.text
+    assert offsets == {item.id: truth[item.id] for item in items[1:]}

@@ -248,3 +248,12 @@ def test_item_table_lists_every_scene():
     for item in items:
         assert item.id in text
     assert "32TQS" in text and "2023-06-05" in text and "5.0" in text and "05.09" in text
+
+
+def test_demo_world_search_over_http_finds_both_zones(served_world):
+    aoi = parse_aoi(json.loads(served_world.world.aoi_path.read_text()))
+    items = search_items(SearchParams(source="local", stac_url=served_world.stac_url, start="2020-01-01", end="2025-12-31"), aoi)
+    tiles = {mgrs_tile(item) for item in items}
+    assert tiles == {tile.mgrs for tile in served_world.world.tiles}
+    assert all(item.properties["eo:cloud_cover"] <= 60.0 for item in items)
+    assert all(item.assets["red"].href.startswith(served_world.files_url) for item in items)
