@@ -298,6 +298,8 @@ def project_qgs(title: str, layers: list[ProjectLayer], crs: CRS, bounds: tuple[
         ET.SubElement(order, "layer", id=layer.layer_id)
     properties = ET.SubElement(root, "properties")
     ET.SubElement(ET.SubElement(properties, "Paths"), "Absolute", type="bool").text = "false"
+    # QGIS 3.22 reads <projectCrs> only when this legacy switch is on.
+    ET.SubElement(ET.SubElement(properties, "SpatialRefSys"), "ProjectionsEnabled", type="int").text = "1"
     return to_text(root)
 
 

@@ -1,5 +1,11 @@
+import json
+import os
+import subprocess
 import xml.etree.ElementTree as ET
 import zipfile
+from pathlib import Path
+
+import pytest
 
 from models.classes import CLASS_COLORS, CLASS_NAMES
 from pipeline.export.qgis import hex_color
@@ -62,3 +68,44 @@ def test_project_holds_every_layer_by_relative_path_in_the_map_crs(exported):
     tree_ids = [node.get("id") for node in qgs.findall("layer-tree-group/layer-tree-layer")]
     assert sorted(tree_ids) == sorted(layer.find("id").text for layer in layers)
     assert len(set(tree_ids)) == len(tree_ids)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def qgis_available() -> bool:
+    if not Path(SYSTEM_PYTHON).exists():
+        return False
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not qgis_available(), reason="QGIS (Debian python3-qgis) is not installed")
+def test_qgis_opens_every_layer_styled(exported):
+    files, _, _ = exported
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    result = subprocess.run(
+        [SYSTEM_PYTHON, str(Path(__file__).with_name("qgis_check.py")), str(files.out_dir)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    expected_palette = [[float(code), name] for code, name in enumerate(CLASS_NAMES, start=1)]
+
+    # GDAL's colour table and category names alone already give QGIS a named palette.
+    assert seen["raster_alone"]["valid"] and seen["raster_alone"]["crs"] == "EPSG:32633"
+    assert [c[:2] for c in seen["raster_alone"]["classes"]] == expected_palette
+    assert [c[:2] for c in seen["raster_with_qml"]["classes"]] == expected_palette
+
+    gpkg = seen["gpkg_landcover"]
+    assert gpkg["valid"] and gpkg["default_style"] and gpkg["type"] == "categorizedSymbol"
+    assert gpkg["attr"] == "class_id" and len(gpkg["classes"]) == 19
+    assert gpkg["classes"][0] == ["1", CLASS_NAMES[0], hex_color(CLASS_COLORS[0])]
+
+    assert seen["project_read"] and seen["project_crs"] == "EPSG:32633"
+    layers = seen["project_layers"]
+    assert set(layers) == {"landcover", "confidence", "landcover polygons", "patches", "scenes"}
+    assert all(layer["valid"] for layer in layers.values())
+    assert layers["landcover"]["type"] == "paletted"
+    assert layers["confidence"]["type"] == "singlebandpseudocolor"
+    assert layers["patches"]["type"] == "categorizedSymbol"
