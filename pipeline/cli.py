@@ -106,9 +106,19 @@ def _one_line(exc: ValidationError) -> str:
     return f"invalid {where}: {first['msg']}{more}"
 
 
+def _quiet_dask(record: logging.LogRecord) -> bool:
+    # dask narrates cluster start/stop at INFO (and sets its loggers' levels itself); a map
+    # run reports its own progress, so only dask's errors reach the terminal.
+    if record.name.startswith(("distributed", "tornado")):
+        return record.levelno >= logging.ERROR
+    return True
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_quiet_dask)
     _mount()
     try:
         app()

@@ -12,6 +12,8 @@ Source = Literal["local", "earth-search", "planetary-computer"]
 Device = Literal["auto", "cpu", "cuda"]
 
 DEFAULT_WINDOW_DAYS = 90
+# Sentinel-2A's launch: the start of the archive, the open start for the offline demo world.
+ARCHIVE_START = date(2015, 6, 23)
 
 
 class MapConfig(BaseModel):
@@ -54,7 +56,13 @@ class MapConfig(BaseModel):
         return self
 
     def date_window(self, today: date | None = None) -> tuple[date, date]:
-        """The search window; open ends default to the last 90 days (the demo world: all of it)."""
+        """The search window. Open ends: the last 90 days up to today, except for the offline
+        demo world (`local`), whose whole archive is searched."""
         end = self.end or (today or date.today())
-        start = self.start or (end - timedelta(days=DEFAULT_WINDOW_DAYS))
+        if self.start:
+            start = self.start
+        elif self.source == "local":
+            start = ARCHIVE_START
+        else:
+            start = end - timedelta(days=DEFAULT_WINDOW_DAYS)
         return start, end

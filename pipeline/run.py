@@ -117,7 +117,7 @@ def run_map(cfg: MapConfig, console: Console | None = None) -> MapResult:
     lap("aoi")
 
     with stac_endpoint(cfg) as stac_url:
-        start, end = (cfg.start, cfg.end) if cfg.source == "local" else cfg.date_window()
+        start, end = cfg.date_window()
         params = SearchParams(
             source=cfg.source,
             stac_url=stac_url,
@@ -152,6 +152,7 @@ def run_map(cfg: MapConfig, console: Console | None = None) -> MapResult:
                 + (f", dashboard {info.dashboard}" if info.dashboard else "")
             )
             configure_gdal(client)
+            lap("cluster")
             offsets = item_offsets(items)
             items = [it for it in items if it.id in offsets]
             lap("offsets")
@@ -172,6 +173,7 @@ def run_map(cfg: MapConfig, console: Console | None = None) -> MapResult:
                 results[block.index] = (block, future.result())
                 progress.advance(bar)
             lap("load+infer")
+    lap("shutdown")
 
     planes = assemble(grid, results)
     class_map = mosaic(

@@ -18,7 +18,7 @@ from pipeline.export.provenance import Provenance
 from pipeline.mosaic import ClassMap
 
 COG_BLOCK = 512
-_MIN_BLOCK = 16  # GDAL's smallest tile edge for a COG
+_MIN_BLOCK = 128  # GDAL's COG driver warns on smaller tiles (and small maps need no overviews)
 
 
 def block_size(shape: tuple[int, int], largest: int = COG_BLOCK) -> int:

@@ -82,13 +82,13 @@ def test_confidence_raster_is_a_float_cog_with_nan_nodata(exported):
 
 def test_overviews_keep_class_codes_and_average_confidence(tmp_path, scenes):
     # A checkerboard of two classes: averaging codes 3 and 10 would invent codes 6 and 7.
-    rows, cols = np.mgrid[0:128, 0:128]
+    rows, cols = np.mgrid[0:256, 0:256]
     checker = (rows + cols) % 2 == 0
     cmap = class_map_from(np.where(checker, 2, 9), winner_prob=np.where(checker, 0.6, 0.8))
-    grid = utm_grid(128, 128)
+    grid = utm_grid(256, 256)
     files = export_map(cmap, grid, tmp_path / "out", scenes=scenes, provenance=make_provenance(scenes))
     with rasterio.open(files.landcover) as src:
-        assert src.overviews(1), "a 128 px map gets overviews"
+        assert src.overviews(1), "a 256 px map gets overviews"
     with rasterio.open(files.landcover, overview_level=0) as overview:
         assert set(np.unique(overview.read(1))) <= {3, 10}
 
@@ -97,6 +97,6 @@ def test_overviews_keep_class_codes_and_average_confidence(tmp_path, scenes):
         np.testing.assert_allclose(overview.read(1), 0.7, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("shape", "expected"), [((10980, 10980), 512), ((600, 400), 256), ((50, 40), 16), ((3, 2), 16)])
+@pytest.mark.parametrize(("shape", "expected"), [((10980, 10980), 512), ((600, 400), 256), ((50, 40), 128), ((3, 2), 128)])
 def test_block_size_shrinks_for_small_maps(shape, expected):
     assert block_size(shape) == expected
