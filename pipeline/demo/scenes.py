@@ -206,14 +206,15 @@ def render(
     su = u + SHADOW_DISTANCE_M * math.sin(az)
     sv = v + SHADOW_DISTANCE_M * math.cos(az)
     shadow = _opacity(_cloud_field(su, sv, scene, seed), sky.cloud_threshold).astype(np.float32)
+    shadow = np.clip(1.6 * shadow, 0.0, 1.0)  # a shadow is as sharp as its cloud's dense core
     shadow *= 1.0 - alpha  # a cloud hides its own shadow
-    refl *= (1.0 - 0.7 * shadow)[..., None]
+    refl *= (1.0 - 0.8 * shadow)[..., None]
     if math.isfinite(sky.cirrus_threshold):
         cirrus = 0.05 * np.clip((_cirrus_field(u, v, scene, seed) - sky.cirrus_threshold) / 0.08, 0.0, 1.0)
         veil = np.array([1.0, 0.95, 0.9, 0.85, 0.8, 0.8, 0.75, 0.75, 0.6, 0.5], dtype=np.float32)
         refl += cirrus.astype(np.float32)[..., None] * veil
         scl = np.where(cirrus > 0.015, SCL_CIRRUS, scl)
-    scl = np.where(shadow > 0.15, SCL_SHADOW, scl)
+    scl = np.where(shadow > 0.4, SCL_SHADOW, scl)  # Sen2Cor flags the dark core, not the faint rim
     tops = 0.5 + 0.3 * value_noise(u, v, 400.0, seed + scene.date_seed).astype(np.float32)
     cloud_spec = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.55], dtype=np.float32)
     refl = refl * (1.0 - alpha)[..., None] + (alpha * tops)[..., None] * cloud_spec

@@ -43,7 +43,7 @@ from models.classes import CLASS_COLORS
 from pipeline.demo import landscape, scenes, stac
 from pipeline.errors import LandcoverError
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "5"
 MARKER = ".complete"
 MIN_SIZE_PX = 240
 FULL_TILE_PX = 10_980
@@ -306,7 +306,7 @@ def _render_tile(
                 win10 = Window(0, row0, n, rows)
                 win20 = Window(0, row0 // 2, half, rows // 2)
                 coarse = scenes.downsample(seen.reflectance)
-                coarse_nodata = seen.nodata[::2, ::2]
+                coarse_nodata = scenes.downsample(seen.nodata.astype(np.float32)) > 0  # any 10 m pixel missing
                 for b, key in enumerate(landscape.BANDS):
                     if key in scenes.BANDS_10M:
                         dn = scenes.to_dn(seen.reflectance[..., b], seen.nodata, scene.pixels_carry_offset)

@@ -1,0 +1,60 @@
+"""`landcover demo generate|serve`: build the offline demo world, serve it on loopback."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.demo.world import DemoWorld, generate_world
+
+demo_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+
+_SIZE = typer.Option(1200, "--size", help="Tile size in 10 m pixels (even; a full Sentinel-2 tile is 10980).")
+_SEED = typer.Option(0, "--seed", help="World seed: the same seed gives the same world.")
+_CACHE = typer.Option(None, "--cache-dir", help="Cache folder (default: $LANDCOVER_CACHE or ~/.cache/landcover).")
+
+
+def scenes_table(world: DemoWorld) -> Table:
+    """One row per Item: how each scene is described and what its pixels hold."""
+    table = Table(title=f"demo world {world.root}")
+    for column in ("item", "EPSG", "date", "cloud %", "nodata %", "baseline", "boa_offset_applied"):
+        table.add_column(column)
+    for item in world.items():
+        p = item["properties"]
+        flag = p.get("earthsearch:boa_offset_applied")
+        table.add_row(
+            item["id"], str(p["proj:epsg"]), p["datetime"][:10], f"{p['eo:cloud_cover']:.1f}",
+            f"{p['s2:nodata_pixel_percentage']:.1f}", p["s2:processing_baseline"], "-" if flag is None else str(flag).lower(),
+        )
+    return table
+
+
+@demo_app.command("generate")
+def generate(size: int = _SIZE, seed: int = _SEED, cache_dir: Optional[Path] = _CACHE) -> None:
+    """Generate the demo world (or find it in the cache) and list its scenes."""
+    world = generate_world(cache_dir, size_px=size, seed=seed, progress=True)
+    out.print(scenes_table(world))
+    out.print(f"items: {world.items_path}\nAOI:   {world.aoi_path}")
+    for tile in world.tiles:
+        out.print(f"truth {tile.mgrs} ({tile.crs}): {tile.truth_path}")
+
+
+@demo_app.command("serve")
+def serve(size: int = _SIZE, seed: int = _SEED, cache_dir: Optional[Path] = _CACHE) -> None:
+    """Serve the demo world (STAC API + file server on 127.0.0.1) until Ctrl-C."""
+    from pipeline.demo.serve import serve_world
+
+    world = generate_world(cache_dir, size_px=size, seed=seed, progress=True)
+    with serve_world(world) as served:
+        out.print(f"STAC API: {served.stac_url}\nfiles:    {served.files_url}\nAOI:      {world.aoi_path}")
+        out.print("Ctrl-C stops both servers.")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            out.print("stopping")
