@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -165,6 +165,14 @@ def _shape_mismatch(e: RuntimeError, profile: str) -> CheckpointError:
     return CheckpointError(f"weights do not fit profile {profile!r}: {first}")
 
 
+def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a safetensors file ({} for other formats)."""
+    if Path(path).suffix != SAFETENSORS_SUFFIX:
+        return {}
+    with safe_open(path, framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
 def read_card(weights: str | os.PathLike[str]) -> ModelCard | None:
     path = card_path(weights)
     return ModelCard.read(path) if path.is_file() else None
@@ -185,12 +193,17 @@ def load_model(
     """
     state = strip_module_prefix(load_state_dict(path))
     card = read_card(path)
-    prof = get_profile(profile) if profile else get_profile(card.profile) if card else infer_profile(state)
+    # Without a card, what save_model recorded inside a safetensors file still names profile and variant.
+    meta = safetensors_metadata(path) if card is None else {}
+    profile = profile or (card.profile if card else meta.get("profile"))
+    prof = get_profile(profile) if profile else infer_profile(state)
     sr_only = is_bare_sr(state)
     if variant is not None:
         var: Variant | None = check_variant(variant)
     elif card is not None and card.variant is not None:
         var = card.variant
+    elif meta.get("variant"):
+        var = check_variant(meta["variant"])
     else:
         var = "esrgan" if sr_only else prof.default_variant
     if card is not None and card.sha256 and card.sha256 != sha256_file(path):

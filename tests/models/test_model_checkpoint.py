@@ -85,6 +85,18 @@ def test_save_then_load_is_bit_exact_and_fills_the_card(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.json", "w.safetensors"]  # no temp files left
 
 
+def test_safetensors_without_a_card_still_name_their_profile_and_variant(tmp_path):
+    model = SRClassifier(get_profile("tiny"), variant="esrgan")
+    path = tmp_path / "w.safetensors"
+    save_model(model, ModelCard.for_profile("tiny", variant="esrgan"), path)
+    card_path(path).unlink()
+
+    loaded, card = load_model(path)
+
+    assert (card.profile, card.variant, loaded.variant) == ("tiny", "esrgan", "esrgan")
+    assert "no model card" in card.training_data.description
+
+
 def test_weights_that_changed_after_their_card_was_written_are_refused(tmp_path, tiny_weights):
     path = tmp_path / tiny_weights.name
     path.write_bytes(tiny_weights.read_bytes())
