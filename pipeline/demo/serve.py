@@ -65,7 +65,7 @@ class ServedWorld:
 # ---------------------------------------------------------------------------- Range-capable file server
 
 
-class RangeNotSatisfiable(ValueError):
+class RangeNotSatisfiable(Exception):
     """A Range header that selects no byte of the file."""
 
 
@@ -90,10 +90,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         end = int(last) if last else size - 1
     except ValueError:
         return None
-    if start < 0 or end < start:
-        return None
     if start >= size:
         raise RangeNotSatisfiable(header)
+    if end < start:
+        return None
     return start, min(end, size - 1)
 
 
