@@ -24,7 +24,7 @@ def scenes_table(world: DemoWorld) -> Table:
     """One row per Item: how each scene is described and what its pixels hold."""
     table = Table(title=f"demo world {world.root}")
     for column in ("item", "EPSG", "date", "cloud %", "nodata %", "baseline", "boa_offset_applied"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "item")
     for item in world.items():
         p = item["properties"]
         flag = p.get("earthsearch:boa_offset_applied")
