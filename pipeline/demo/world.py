@@ -47,6 +47,7 @@ GENERATOR_VERSION = "5"
 MARKER = ".complete"
 MIN_SIZE_PX = 240
 FULL_TILE_PX = 10_980
+_PRUNE_AFTER_S = 24 * 3600
 
 
 class DemoWorldError(LandcoverError):
@@ -222,7 +223,39 @@ def _build(root: Path, size_px: int, seed: int, progress: bool) -> None:
     _write_text(work / MARKER, json.dumps(meta))
     shutil.rmtree(root, ignore_errors=True)  # a half-written world from an older run
     os.replace(work, root)
+    _prune_outdated(root.parent)
     _say(progress, f"demo world ready in {seconds:.1f} s")
+
+
+def _prune_outdated(parent: Path) -> None:
+    """Remove worlds of older generator versions (nothing asks for them any more) once a day old.
+
+    The age limit spares a run that opened an old world just before this generator was updated.
+    """
+    now = time.time()
+    for marker in parent.glob(f"world-*/{MARKER}"):
+        try:
+            version = json.loads(marker.read_text()).get("version")
+            age_s = now - marker.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        if version != GENERATOR_VERSION and age_s > _PRUNE_AFTER_S:
+            shutil.rmtree(marker.parent, ignore_errors=True)
+            marker.parent.with_name(marker.parent.name + ".lock").unlink(missing_ok=True)
+    for partial in parent.glob("world-*.partial-*"):
+        pid = partial.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):  # left behind by a killed generator
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pystac
@@ -288,3 +292,22 @@ def test_other_parameters_make_another_folder(tmp_path):
 def test_unusable_tile_sizes_are_refused_with_the_fix(tmp_path, size):
     with pytest.raises(DemoWorldError, match="even number of pixels"):
         generate_world(tmp_path, size_px=size)
+
+
+def test_old_version_worlds_a_day_old_and_abandoned_partials_are_pruned(tmp_path):
+    def old_world(name: str, age_s: float) -> Path:
+        folder = tmp_path / "demo" / name
+        folder.mkdir(parents=True)
+        (folder / MARKER).write_text(json.dumps({"version": "0", "key": name}))
+        os.utime(folder / MARKER, (time.time() - age_s,) * 2)
+        return folder
+
+    stale = old_world("world-0123456789abcdef", 2 * 86400)
+    recent = old_world("world-fedcba9876543210", 60)  # a run may still be reading it
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = tmp_path / "demo" / f"world-0123456789abcdef.partial-{dead.pid}"
+    abandoned.mkdir()
+    world = generate_world(tmp_path, size_px=240)
+    assert not stale.exists() and recent.is_dir() and world.root.is_dir()
+    assert not abandoned.exists()
