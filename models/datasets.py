@@ -212,6 +212,10 @@ class _BigEarthNet(Dataset):
     def image(self, i: int) -> np.ndarray:
         return seed_patch(read_rgb_reflectance(_band_paths(self.folders[i], self.ids[i])))[0]
 
+    def window(self, i: int) -> np.ndarray:
+        """The full-resolution uint8 window (the SR stage's reference)."""
+        return seed_patch(read_rgb_reflectance(_band_paths(self.folders[i], self.ids[i])))[1]
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
         return as_sample(self.image(i), self.targets[i], i)
 
@@ -429,6 +433,17 @@ def pixel_to_xy(transform, col, row):
     return a * col + b * row + c, d * col + e * row + f
 
 
+def unlabelled_patches(reflectance: np.ndarray, transform: object, crs: object, *, source: str,
+                       window: int = WINDOW_PX, stride: int = WINDOW_PX, min_valid: float = 0.9) -> PatchSet:
+    """Every window of a reflectance raster with enough data, without labels (an AL pool)."""
+    valid = np.isfinite(reflectance).all(axis=0).astype(np.uint8)  # code 1 marks data, 0 none
+    ps = patches_from_raster(reflectance, valid, source=source, transform=transform, crs=crs, window=window,
+                             stride=stride, min_valid=min_valid)
+    ps.targets[:] = 0.0
+    ps.dominance[:] = 0.0
+    return ps
+
+
 def window_bounds(transform: object, row: int, col: int, window: int) -> tuple[float, float, float, float]:
     """(minx, miny, maxx, maxy) of a pixel window under a north-up affine transform."""
     x0, y0 = pixel_to_xy(transform, col, row)
@@ -500,3 +515,75 @@ def user_label_patches(
     return PatchSet(np.stack(images), np.array(targets, dtype=np.float32), ids, ["user"] * len(ids),
                     windows=np.stack(windows), footprints=footprints, crs=str(crs))
 
+
+
+# --------------------------------------------------------------------------- demo world
+
+
+def tile_composite(items: Sequence[object], truth_path: Path) -> tuple[np.ndarray, object, object]:
+    """Median of clear B04/B03/B02 reflectance of a tile's items on its truth grid.
+
+    Uses the pipeline's own rules: per-item BOA offset (metadata, then the dark-pixel check),
+    raster:bands scale, the SCL mask and a NaN-median over time, so the training data look
+    like what the mapper feeds the model.
+    """
+    from rasterio.enums import Resampling
+
+    from pipeline.load import MASK_SCL, band_scale, item_offsets, median_composite
+
+    with rasterio.open(truth_path) as src:
+        shape, transform, crs = (src.height, src.width), src.transform, src.crs
+    offsets = item_offsets(items)
+    stack = []
+    for item in items:
+        if item.id not in offsets:  # type: ignore[attr-defined]
+            continue
+        assets = item.assets  # type: ignore[attr-defined]
+        with rasterio.open(assets["scl"].href) as src:
+            scl = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+        clear = ~np.isin(scl, list(MASK_SCL))
+        bands = []
+        for band in ("red", "green", "blue"):
+            with rasterio.open(assets[band].href) as src:
+                dn = src.read(1, out_shape=shape, resampling=Resampling.bilinear)
+            clear &= dn != 0
+            bands.append((dn.astype(np.float32) - offsets[item.id]) * np.float32(band_scale(item, band)))  # type: ignore[attr-defined]
+        stack.append(np.where(clear, np.stack(bands), np.nan))
+    if not stack:
+        raise DatasetError(f"no readable scene for the tile of {truth_path}: regenerate the demo world")
+    return median_composite(np.stack(stack), axis=0), transform, crs
+
+
+def demo_world_patches(
+    world: object,
+    *,
+    window: int = WINDOW_PX,
+    stride: int = WINDOW_PX,
+    min_share: float = 0.1,
+    keep_windows: bool = False,
+    block_m: float | None = None,
+) -> PatchSet:
+    """Labelled windows of every tile of a generated demo world (``pipeline.demo.world``).
+
+    Patch ids and groups carry the world (seed and size) and tile, so worlds of different
+    seeds - different landscapes on the same coordinates - never mix in a split.
+    """
+    import pystac
+
+    world_tag = f"world-s{world.seed}-{world.size_px}"  # type: ignore[attr-defined]
+    items = [pystac.Item.from_dict(d) for d in world.items()]  # type: ignore[attr-defined]
+    sets = []
+    for tile in world.tiles:  # type: ignore[attr-defined]
+        tile_items = [it for it in items if it.properties.get("s2:mgrs_tile") == tile.mgrs]
+        refl, transform, crs = tile_composite(tile_items, tile.truth_path)
+        with rasterio.open(tile.truth_path) as src:
+            truth = src.read(1)
+        dates = sorted(it.datetime.strftime("%Y%m%d") for it in tile_items if it.datetime)
+        source = f"{world_tag}/{tile.mgrs}"
+        ps = patches_from_raster(refl, truth, source=source, transform=transform, crs=crs, window=window,
+                                 stride=stride, block_m=block_m, min_share=min_share, keep_windows=keep_windows)
+        if block_m:
+            ps.groups = [f"{world_tag}/{g}" for g in ps.groups]
+        ps.ids = [f"{i}@{dates[0]}-{dates[-1]}" for i in ps.ids] if dates else ps.ids
+        sets.append(ps)
+    return PatchSet.concat(sets)
