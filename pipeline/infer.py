@@ -8,9 +8,16 @@ loaded once per worker process and reused by every task that lands there.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+import shapely
 
 import dask
 import numpy as np
@@ -109,19 +116,91 @@ def classify_block(
     return out
 
 
+def items_touching(block: BlockSpec, grid: PatchGrid, items: Iterable) -> list[str]:
+    """Ids of the items whose footprint meets the ground the block's windows cover."""
+    ys, xs = block.pixels
+    footprint = grid.pixel_geobox[ys, xs].extent.to_crs("EPSG:4326").geom
+    return sorted(it.id for it in items if shapely.geometry.shape(it.geometry).intersects(footprint))
+
+
+def block_key(block: BlockSpec, grid: PatchGrid, item_ids: list[str], model: ModelRef, min_clear: float) -> str:
+    """Content key of a block result: same ground, same scenes, same model and rules -> same key.
+
+    A run with one new scene changes the keys of only the blocks that scene touches.
+    """
+    ys, xs = block.pixels
+    recipe = {
+        "pixels": [str(grid.pixel_geobox[ys, xs].crs), list(grid.pixel_geobox[ys, xs].affine)[:6],
+                   list(grid.pixel_geobox[ys, xs].shape)],
+        "cells": [block.cells[0].start, block.cells[0].stop, block.cells[1].start, block.cells[1].stop],
+        "windows": [grid.window_px, grid.stride_px, grid.margin_px],
+        "inside": hashlib.sha256(grid.inside_aoi[block.cells].tobytes()).hexdigest(),
+        "items": item_ids,
+        "model": model.sha256,
+        "min_clear": min_clear,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+class ChunkStore(Protocol):
+    """Where finished block results persist, so a killed or repeated run does not redo them."""
+
+    def get(self, key: str) -> np.ndarray | None: ...
+
+    def put(self, key: str, values: np.ndarray) -> None: ...
+
+
+class DirectoryChunkStore:
+    """One ``<key>.npy`` per finished block, written to a temporary name and renamed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):  # a foreign or damaged file: recompute rather than trust it
+            return None
+
+    def put(self, key: str, values: np.ndarray) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key[:16]}.", suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.ascontiguousarray(values, dtype=np.float32), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path(key))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def __contains__(self, key: str) -> bool:
+        return self._path(key).exists()
+
+
+def blocks_in_aoi(grid: PatchGrid) -> list[BlockSpec]:
+    """Blocks with at least one cell in the AOI; the others never get a task."""
+    return [b for b in plan_blocks(grid) if grid.inside_aoi[b.cells].any()]
+
+
 def block_tasks(
-    rgb, clear, grid: PatchGrid, model: ModelRef, *, min_clear: float
+    rgb, clear, grid: PatchGrid, model: ModelRef, blocks: Iterable[BlockSpec], *, min_clear: float
 ) -> Iterator[tuple[BlockSpec, object]]:
-    """(block, dask.delayed) for every block that touches the AOI.
+    """(block, dask.delayed) for each of ``blocks``.
 
     ``rgb`` is the lazy (3, H, W) composite and ``clear`` the lazy (H, W) mask on
-    ``grid.pixel_geobox``. Blocks wholly outside the AOI get no task at all.
+    ``grid.pixel_geobox``.
     """
     classify = dask.delayed(classify_block, pure=True)
-    for block in plan_blocks(grid):
+    for block in blocks:
         inside = grid.inside_aoi[block.cells]
-        if not inside.any():
-            continue
         ys, xs = block.pixels
         task = classify(
             rgb[:, ys, xs],
@@ -132,7 +211,7 @@ def block_tasks(
             margin_px=grid.margin_px,
             min_clear=min_clear,
             model=model,
-            dask_key_name=f"classify-{block.index[0]}-{block.index[1]}-{dask.base.tokenize(model, block.index, grid.cell_geobox)}",
+            dask_key_name=f"classify-{block.index[0]}-{block.index[1]}-{dask.base.tokenize(model, block.pixels, str(grid.pixel_geobox))}",
         )
         yield block, task
 

@@ -23,7 +23,7 @@ from pipeline.aoi import AOI, read_aoi
 from pipeline.cluster import GPU_RESOURCE, connect
 from pipeline.config import MapConfig
 from pipeline.errors import LandcoverError, OutputError
-from pipeline.infer import ModelRef, assemble, block_tasks
+from pipeline.infer import ChunkStore, ModelRef, assemble, block_key, block_tasks, blocks_in_aoi, items_touching
 from pipeline.load import configure_gdal, item_offsets, load_composite
 from pipeline.mosaic import mosaic
 from pipeline.patches import PatchGrid, plan_grid
@@ -42,6 +42,10 @@ class MapResult:
     n_items: int
     n_cells: int
     n_valid: int
+    blocks_total: int = 0
+    blocks_computed: int = 0
+    items: list = field(default_factory=list)
+    model_sha256: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -86,7 +90,9 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def run_map(cfg: MapConfig, console: Console | None = None) -> MapResult:
+def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStore | None = None) -> MapResult:
+    """Map ``cfg.aoi`` into ``cfg.out``. With ``chunks``, finished block results are persisted
+    as they complete and blocks whose inputs are unchanged are read back instead of recomputed."""
     from models.card import ModelCard
     from models.checkpoint import card_path, sha256_file
     from pipeline.export import Provenance, export_map
@@ -160,18 +166,29 @@ def run_map(cfg: MapConfig, console: Console | None = None) -> MapResult:
             ds = load_composite(items, grid, offsets=offsets, bands=tuple(card.bands))
             rgb = da.stack([ds[b].data for b in card.bands])
             clear = ds["clear_count"].data > 0
-            tasks = list(block_tasks(rgb, clear, grid, model, min_clear=cfg.min_clear))
+            blocks = blocks_in_aoi(grid)
+            keys = {b.index: block_key(b, grid, items_touching(b, grid, items), model, cfg.min_clear) for b in blocks}
+            results = {}
+            for block in blocks:
+                stored = chunks.get(keys[block.index]) if chunks is not None else None
+                if stored is not None:
+                    results[block.index] = (block, stored)
+            todo = [b for b in blocks if b.index not in results]
+            tasks = list(block_tasks(rgb, clear, grid, model, todo, min_clear=cfg.min_clear))
             lap("graph")
 
-            bar = progress.add_task("classifying chunks", total=len(tasks))
-            resources = {GPU_RESOURCE: 1} if info.gpu_workers else None
-            futures = client.compute([t for _, t in tasks], resources=resources)
-            by_key = {f.key: block for f, (block, _) in zip(futures, tasks)}
-            results = {}
-            for future in as_completed(futures):
-                block = by_key[future.key]
-                results[block.index] = (block, future.result())
-                progress.advance(bar)
+            bar = progress.add_task("classifying chunks", total=len(blocks), completed=len(results))
+            if tasks:
+                resources = {GPU_RESOURCE: 1} if info.gpu_workers else None
+                futures = client.compute([t for _, t in tasks], resources=resources)
+                by_key = {f.key: block for f, (block, _) in zip(futures, tasks)}
+                for future in as_completed(futures):
+                    block = by_key[future.key]
+                    values = future.result()
+                    if chunks is not None:
+                        chunks.put(keys[block.index], values)  # persisted as it lands: resumable
+                    results[block.index] = (block, values)
+                    progress.advance(bar)
             lap("load+infer")
     lap("shutdown")
 
@@ -196,4 +213,8 @@ def run_map(cfg: MapConfig, console: Console | None = None) -> MapResult:
     )
     lap("export")
     n_valid = int((class_map.classes > 0).sum())
-    return MapResult(cfg.out, files, grid, len(items), int(grid.inside_aoi.sum()), n_valid, timings)
+    return MapResult(
+        cfg.out, files, grid, len(items), int(grid.inside_aoi.sum()), n_valid,
+        blocks_total=len(blocks), blocks_computed=len(tasks), items=items,
+        model_sha256=model.sha256, timings=timings,
+    )

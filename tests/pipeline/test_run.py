@@ -1,0 +1,121 @@
+"""A whole map run over the served demo world: real STAC API, COGs over HTTP, dask worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from rich.console import Console
+
+from models.classes import CLASS_COLORS
+from pipeline.config import MapConfig
+from pipeline.infer import DirectoryChunkStore
+from pipeline.run import run_map
+
+EXPECTED_FILES = {
+    "landcover.tif", "landcover.tif.aux.xml", "confidence.tif", "landcover.gpkg", "landcover.qml",
+    "confidence.qml", "landcover.qgz", "item.json", "quicklook.png", "summary.json",
+}
+
+
+def _cfg(world, model, out, **kw) -> MapConfig:
+    return MapConfig(aoi=world.aoi_path, out=out, source="local", model=model, workers=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def demo_map(demo_world, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("maps") / "demo"
+    result = run_map(_cfg(demo_world, tiny_model, out), Console(quiet=True))
+    return result
+
+
+def test_the_demo_aoi_spans_both_utm_zones_and_maps_onto_one_grid(demo_map):
+    assert {it.properties["proj:code"] for it in demo_map.items} == {"EPSG:32632", "EPSG:32633"}
+    with rasterio.open(demo_map.out / "landcover.tif") as src:
+        assert src.crs.to_epsg() == 32632
+        assert src.transform == demo_map.grid.cell_geobox.affine
+        classes = src.read(1)
+    # The whole AOI is classified: no gap or seam where the 33N tile was reprojected in.
+    inside = demo_map.grid.inside_aoi
+    assert (classes[inside] > 0).mean() > 0.9
+    assert (classes[~inside] == 0).all()
+
+
+def test_every_output_is_written_and_opens_correctly(demo_map):
+    out = demo_map.out
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES
+    with rasterio.open(out / "landcover.tif") as src:
+        assert src.nodata == 0 and src.dtypes == ("uint8",)
+        assert src.colormap(1)[3][:3] == CLASS_COLORS[2]
+    with rasterio.open(out / "confidence.tif") as src:
+        assert src.crs.to_epsg() == 32632
+    layers = {name for name, _ in pyogrio.list_layers(out / "landcover.gpkg")}
+    assert {"landcover", "patches", "scenes", "layer_styles"} <= layers
+    item = json.loads((out / "item.json").read_text())
+    props = item["properties"]
+    assert props["landcover:input_items"] == [it.id for it in demo_map.items]
+    assert props["landcover:model_sha256"] == demo_map.model_sha256
+    assert props["landcover:synthetic_model"] is True
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cells"]["valid"] == demo_map.n_valid
+
+
+def test_the_same_map_twice_gives_an_identical_class_raster(demo_map, demo_world, tiny_model, tmp_path):
+    again = run_map(_cfg(demo_world, tiny_model, tmp_path / "again"), Console(quiet=True))
+    assert (again.out / "landcover.tif").read_bytes() == (demo_map.out / "landcover.tif").read_bytes()
+
+
+def test_a_chunk_store_skips_finished_blocks(demo_world, tiny_model, tmp_path):
+    store = DirectoryChunkStore(tmp_path / "chunks")
+    first = run_map(_cfg(demo_world, tiny_model, tmp_path / "a"), Console(quiet=True), chunks=store)
+    assert first.blocks_computed == first.blocks_total > 0
+    second = run_map(_cfg(demo_world, tiny_model, tmp_path / "b"), Console(quiet=True), chunks=store)
+    assert second.blocks_computed == 0
+    assert (first.out / "landcover.tif").read_bytes() == (second.out / "landcover.tif").read_bytes()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_an_existing_scheduler_runs_the_same_job(demo_world, demo_map, tiny_model, tmp_path):
+    """`dask scheduler` and `dask worker` as separate processes, reached by --scheduler."""
+    port = _free_port()
+    bindir = Path(sys.executable).parent
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([bindir / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", ":0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([bindir / "dask", "worker", address, "--nthreads", "1",
+                                           "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
+        result = run_map(
+            MapConfig(aoi=demo_world.aoi_path, out=tmp_path / "remote", source="local", model=tiny_model,
+                      scheduler=address),
+            Console(quiet=True),
+        )
+        assert (result.out / "landcover.tif").read_bytes() == (demo_map.out / "landcover.tif").read_bytes()
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
