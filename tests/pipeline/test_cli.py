@@ -1,0 +1,108 @@
+"""`landcover map` on bad input: one line naming the problem and the fix, exit 2, no traceback,
+nothing written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli
+
+POLYGON = {"type": "Polygon", "coordinates": [[[11.9, 45.4], [12.05, 45.4], [12.05, 45.45], [11.9, 45.45], [11.9, 45.4]]]}
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    old = sys.argv
+    sys.argv = ["landcover", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def write(path: Path, obj) -> Path:
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+def one_line_error(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert lines[-1].startswith("error:"), err
+    text = " ".join(err.split())
+    for fragment in fragments:
+        assert fragment in text, f"{fragment!r} not in {text!r}"
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ("{not json", ("is not JSON", "give a GeoJSON file")),
+        ({"type": "Point", "coordinates": [12.0, 45.4]}, ("Point", "Polygon")),
+        ({"type": "LineString", "coordinates": [[12.0, 45.4], [12.1, 45.5]]}, ("LineString",)),
+        ({"type": "FeatureCollection", "features": []}, ("empty",)),
+        ({"type": "Polygon", "coordinates": [[[700000, 5000000], [710000, 5000000], [710000, 5010000], [700000, 5000000]]]},
+         ("EPSG:4326",)),
+    ],
+    ids=["not-json", "point", "linestring", "empty-collection", "projected-coordinates"],
+)
+def test_bad_aoi_is_refused_before_any_work(capsys, tmp_path, content, fragments):
+    aoi = write(tmp_path / "aoi.geojson", content)
+    code, err = run_cli(capsys, "map", str(aoi), "--out", str(tmp_path / "out"))
+    one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_aoi_file(capsys, tmp_path):
+    code, err = run_cli(capsys, "map", str(tmp_path / "nope.geojson"), "--out", str(tmp_path / "out"))
+    one_line_error(code, err, "nope.geojson")
+
+
+def test_a_previous_map_is_kept_unless_overwrite(capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "landcover.tif").write_bytes(b"previous")
+    code, err = run_cli(capsys, "map", str(write(tmp_path / "aoi.geojson", POLYGON)), "--out", str(out))
+    one_line_error(code, err, "previous map", "--overwrite")
+    assert (out / "landcover.tif").read_bytes() == b"previous"
+
+
+def test_no_scenes_in_the_window(capsys, tmp_path, demo_world, tiny_model):
+    code, err = run_cli(capsys, "map", "--demo", "--out", str(tmp_path / "out"), "--model", str(tiny_model),
+                        "--start", "2019-01-01", "--end", "2019-02-01")
+    one_line_error(code, err, "no Sentinel-2 scenes", "widen the dates")
+    assert not (tmp_path / "out" / "landcover.tif").exists()
+
+
+def test_an_unreachable_stac_api(capsys, tmp_path, tiny_model):
+    code, err = run_cli(capsys, "map", str(write(tmp_path / "aoi.geojson", POLYGON)), "--out", str(tmp_path / "out"),
+                        "--model", str(tiny_model), "--source", "earth-search", "--stac-url", "http://127.0.0.1:9/v1")
+    one_line_error(code, err, "127.0.0.1:9")
+
+
+def test_bad_dates_and_options(capsys, tmp_path):
+    aoi = str(write(tmp_path / "aoi.geojson", POLYGON))
+    one_line_error(*run_cli(capsys, "map", aoi, "--start", "June"), "YYYY-MM-DD")
+    one_line_error(*run_cli(capsys, "map", aoi, "--start", "2024-06-02", "--end", "2024-06-01"), "after end")
+    one_line_error(*run_cli(capsys, "map", aoi, "--max-cloud", "140"), "max_cloud")
+    one_line_error(*run_cli(capsys, "map", aoi, "--demo"), "either an AOI")
+
+
+def test_the_installed_console_script_prints_no_traceback(tmp_path):
+    """The real entry point, as a user runs it."""
+    aoi = write(tmp_path / "aoi.geojson", {"type": "Point", "coordinates": [12.0, 45.4]})
+    exe = Path(sys.executable).parent / "landcover"
+    proc = subprocess.run([exe, "map", str(aoi), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error:") and "Point" in proc.stderr
