@@ -86,10 +86,27 @@ def map_command(
         batch_size=batch_size, overwrite=overwrite,
     )
     result = run_map(cfg, err)
+    if demo:
+        _report_demo_agreement(result, generate_world())
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     err.print(
         f"[green]done[/green]: {result.n_valid} of {result.n_cells} cells classified from {result.n_items} scenes "
         f"-> {result.out}/ ({stages})"
+    )
+
+
+def _report_demo_agreement(result, world) -> None:
+    """The demo world has ground truth: say how the map compares, where truth is unambiguous."""
+    import rasterio
+
+    from pipeline.demo.truth import map_agreement
+
+    with rasterio.open(result.out / "landcover.tif") as src:
+        classes = src.read(1)
+    agreement = map_agreement(classes, result.grid.cell_geobox, world, cell_px=result.grid.stride_px)
+    err.print(
+        f"agreement with the demo world's truth on cells >= {agreement.dominance:.0%} one class: "
+        f"{agreement.agree}/{agreement.dominated} = {agreement.accuracy:.1%}"
     )
 
 
