@@ -1,0 +1,398 @@
+"""One run of a region, and the scheduled runs of a folder of regions.
+
+Layout of an output root::
+
+    ledger.sqlite                 every run of every region (see workflows.ledger)
+    <region>/run.lock             held while a run of the region is in progress
+    <region>/chunks/<key>.npy     finished block results, shared by the region's runs
+    <region>/<as-of>/             one finished map (landcover.tif, landcover.gpkg, ..., changes.json)
+    <region>/latest -> <as-of>    the newest finished map, switched atomically
+    <region>/.work-<as-of>/       the map being made; renamed to <as-of>/ when complete
+
+A run searches first and compares its inputs (item ids, model sha256, parameters) with the
+ledger: a match with a finished run is reused without touching the cluster. Otherwise the map is
+made with every block result persisted as it lands, so a killed run, started again, computes only
+what is missing, and a run with one new scene recomputes only the blocks that scene touches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from pipeline import __version__
+from pipeline.errors import LandcoverError, OutputError
+from pipeline.infer import DirectoryChunkStore
+from workflows.changes import record_changes
+from workflows.ledger import Ledger, RunRecord
+from workflows.lock import RegionLock, RegionLocked
+from workflows.region import Region, load_region, region_files
+from workflows.schedule import is_due
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest"
+CLASS_RASTER = "landcover.tif"
+
+
+class RunFailed(LandcoverError):
+    """A run ended without a map; the ledger records why."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int
+    region: str
+    as_of: date
+    status: str  # finished | reused
+    out_dir: Path
+    blocks_total: int
+    blocks_computed: int
+    reused_from: int | None
+    seconds: float
+    changes: dict[str, Any] | None = None
+    item_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RegionPaths:
+    root: Path
+    region: str
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.region
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / "run.lock"
+
+    @property
+    def chunks(self) -> Path:
+        return self.folder / "chunks"
+
+    @property
+    def latest(self) -> Path:
+        return self.folder / LATEST
+
+    def final(self, as_of: date) -> Path:
+        return self.folder / as_of.isoformat()
+
+    def work(self, as_of: date) -> Path:
+        return self.folder / f".work-{as_of.isoformat()}"
+
+
+class LedgerChunkStore:
+    """A DirectoryChunkStore that records, per run, which chunks were computed and which read back."""
+
+    def __init__(self, store: DirectoryChunkStore, ledger: Ledger, run_id: int) -> None:
+        self.store, self.ledger, self.run_id = store, ledger, run_id
+
+    def get(self, key: str) -> np.ndarray | None:
+        values = self.store.get(key)
+        if values is not None:
+            self.ledger.record_chunk(self.run_id, key, "reused")
+        return values
+
+    def put(self, key: str, values: np.ndarray) -> None:
+        self.store.put(key, values)
+        self.ledger.record_chunk(self.run_id, key, "computed")
+
+
+def check_root(root: Path) -> None:
+    """The output root exists (or can be made) and takes files: checked before any work."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test.{secrets.token_hex(6)}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(
+            f"output root {root} is not writable ({exc.strerror or exc}); fix its permissions or pass --root DIR"
+        ) from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksums(folder: Path) -> dict[str, tuple[str, int]]:
+    """name -> (sha256, bytes) of every file of a finished map."""
+    return {p.name: (sha256_of(p), p.stat().st_size) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def outputs_intact(folder: Path, recorded: dict[str, tuple[str, int]]) -> bool:
+    """A map can be reused only while every file it recorded is there, unchanged."""
+    if not recorded or not folder.is_dir():
+        return False
+    for name, (sha, size) in recorded.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size or sha256_of(path) != sha:
+            return False
+    return True
+
+
+def inputs_key(item_ids: list[str], model_sha256: str, parameters: dict[str, Any]) -> str:
+    """Same scenes, same model, same result-deciding parameters -> same key."""
+    text = json.dumps({"items": sorted(item_ids), "model": model_sha256, "parameters": parameters,
+                       "software": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def result_parameters(cfg, aoi_geometry) -> dict[str, Any]:
+    """The settings that decide a map's pixels, given the scenes. The date window and the STAC
+    URL are left out on purpose: they decide which scenes, and the scenes are keyed themselves."""
+    return {
+        "aoi_wkb_sha256": hashlib.sha256(aoi_geometry.wkb).hexdigest(),
+        "source": cfg.source, "collection": cfg.collection, "max_cloud": cfg.max_cloud,
+        "max_items_per_tile": cfg.max_items_per_tile, "crs": cfg.crs, "resolution": cfg.resolution,
+        "stride": cfg.stride, "min_clear": cfg.min_clear,
+    }
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, path)
+
+
+def aoi_file(region: Region, paths: RegionPaths) -> Path:
+    """A file the map run can read: the region's AOI file, or its inline GeoJSON written out."""
+    if isinstance(region.aoi, Path):
+        return region.aoi
+    path = paths.folder / "aoi.geojson"
+    text = region.aoi_geojson()
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        _write_text_atomically(path, text)
+    return path
+
+
+def switch_latest(paths: RegionPaths, as_of: date) -> None:
+    """Point ``latest`` at ``as_of`` unless it already points at a newer map (a backfill run)."""
+    current = paths.latest
+    if current.is_symlink():
+        try:
+            if date.fromisoformat(os.readlink(current)) > as_of:
+                return
+        except ValueError:
+            pass
+    temp = paths.folder / f".latest.{secrets.token_hex(6)}"
+    os.symlink(as_of.isoformat(), temp)
+    os.replace(temp, current)  # rename(2) over the old link: readers see the old or the new one
+
+
+def publish(work: Path, final: Path) -> None:
+    """Rename the finished work folder to its final name (replacing an older map of that date)."""
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{secrets.token_hex(4)}")
+        os.replace(final, old)
+        os.replace(work, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, final)
+
+
+def sweep_leftovers(paths: RegionPaths) -> list[Path]:
+    """Work folders and replaced maps a killed run left (called by the lock holder only)."""
+    removed = []
+    for path in paths.folder.glob(".work-*"):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    for path in paths.folder.glob(".old-*"):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    for path in paths.folder.glob(".latest.*"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    # Finished maps are never modified in place (changes are written to copies and renamed),
+    # so sharing their files by hard link is safe and costs no space.
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def run_region(
+    region: Region,
+    *,
+    as_of: date | None = None,
+    root: Path | None = None,
+    console: Console | None = None,
+    trigger: str = "manual",
+) -> RunOutcome:
+    """One run of ``region`` for ``as_of`` (default: today, UTC) into ``root`` (default: the
+    region's). Raises RegionLocked when another run of the region is in progress and RunFailed
+    (after recording it in the ledger) when the run cannot finish."""
+    console = console or Console(stderr=True)
+    as_of = as_of or datetime.now(UTC).date()
+    root = Path(root or region.root).resolve()
+    check_root(root)
+    paths = RegionPaths(root, region.name)
+    with RegionLock(paths.lock, region.name) as lock, Ledger.in_root(root) as ledger:
+        if lock.took_over:
+            console.print(f"[yellow]warning:[/yellow] took over the stale lock of {lock.took_over.describe()}")
+        ledger.mark_interrupted(region.name)
+        removed = sweep_leftovers(paths)
+        if removed:
+            console.print(f"removed {len(removed)} leftovers of an interrupted run; finished chunks are kept")
+        run_id = ledger.start_run(region.name, as_of, trigger)
+        try:
+            return _run(region, as_of, paths, ledger, run_id, console)
+        except KeyboardInterrupt:
+            ledger._end(run_id, status="interrupted", error="interrupted by the user")
+            raise
+        except LandcoverError as exc:
+            ledger.fail(run_id, str(exc))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a scheduled run must end in the ledger, whatever broke
+            message = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+            ledger.fail(run_id, f"{type(exc).__name__}: {message}")
+            log.debug("run %d of %s failed", run_id, region.name, exc_info=True)
+            raise RunFailed(
+                f"run {run_id} of region {region.name!r} failed: {type(exc).__name__}: {message}; "
+                f"see {ledger.path} and run again to resume"
+            ) from exc
+
+
+def _run(region: Region, as_of: date, paths: RegionPaths, ledger: Ledger, run_id: int, console: Console) -> RunOutcome:
+    from models.checkpoint import sha256_file
+    from pipeline.aoi import read_aoi
+    from pipeline.run import default_weights, run_map, stac_endpoint
+    from pipeline.search import SearchParams, search_items
+
+    clock = time.perf_counter()
+    work, final = paths.work(as_of), paths.final(as_of)
+    cfg = region.map_config(aoi_file(region, paths), work, as_of)
+    aoi = read_aoi(cfg.aoi)
+    model_path = (cfg.model or default_weights()).resolve()
+    if not model_path.is_file():
+        raise LandcoverError(f"model weights {model_path} not found; fix `model:` in the region file")
+    model_sha = sha256_file(model_path)
+    start, end = cfg.date_window()
+    console.print(f"region {region.name}: as of {as_of} (scenes {start} .. {end}), run {run_id}")
+
+    with stac_endpoint(cfg) as stac_url:
+        cfg = cfg.model_copy(update={"stac_url": stac_url, "model": model_path})
+        params = SearchParams(
+            source=cfg.source, stac_url=stac_url, collection=cfg.collection, start=start, end=end,
+            max_cloud=cfg.max_cloud, max_items_per_tile=cfg.max_items_per_tile,
+        )
+        item_ids = sorted(it.id for it in search_items(params, aoi))
+        parameters = result_parameters(cfg, aoi.geometry)
+        key = inputs_key(item_ids, model_sha, parameters)
+        ledger.record_inputs(run_id, inputs_key=key, model_sha256=model_sha, parameters=parameters, item_ids=item_ids)
+
+        reusable = _reusable(ledger, region.name, key)
+        if reusable is not None and reusable.out_dir == final:
+            ledger.record_outputs(run_id, ledger.outputs(reusable.id))
+            ledger.finish(run_id, status="reused", out_dir=final, blocks_total=reusable.blocks_total or 0,
+                          blocks_computed=0, reused_from=reusable.id)
+            switch_latest(paths, as_of)
+            seconds = time.perf_counter() - clock
+            console.print(f"[green]unchanged[/green]: same scenes, model and parameters as run {reusable.id}; {final} reused")
+            return RunOutcome(run_id, region.name, as_of, "reused", final, reusable.blocks_total or 0, 0,
+                              reusable.id, seconds, item_ids=item_ids)
+
+        shutil.rmtree(work, ignore_errors=True)
+        if reusable is not None:
+            assert reusable.out_dir is not None
+            work.mkdir(parents=True)
+            for name in ledger.outputs(reusable.id):
+                _link_or_copy(reusable.out_dir / name, work / name)
+            blocks_total, blocks_computed, status = reusable.blocks_total or 0, 0, "reused"
+            console.print(f"same scenes, model and parameters as run {reusable.id} ({reusable.as_of}): its map is reused")
+        else:
+            chunks = LedgerChunkStore(DirectoryChunkStore(paths.chunks), ledger, run_id)
+            result = run_map(cfg, console, chunks=chunks)
+            blocks_total, blocks_computed, status = result.blocks_total, result.blocks_computed, "finished"
+            console.print(f"chunks: {blocks_computed} computed, {blocks_total - blocks_computed} read back of {blocks_total}")
+
+    previous = ledger.previous_done(region.name, as_of)
+    previous_tif = previous.out_dir / CLASS_RASTER if previous and previous.out_dir else None
+    if previous_tif is not None and not previous_tif.is_file():
+        previous_tif = None
+    changes = record_changes(work, previous_tif, previous.as_of.isoformat() if previous_tif and previous else None)
+    ledger.record_outputs(run_id, checksums(work))
+    publish(work, final)
+    switch_latest(paths, as_of)
+    ledger.finish(run_id, status=status, out_dir=final, blocks_total=blocks_total, blocks_computed=blocks_computed,
+                  reused_from=reusable.id if reusable else None)
+    seconds = time.perf_counter() - clock
+    if changes.get("changed_ha") is not None:
+        console.print(f"changes since {changes['previous']}: {changes['changed_ha']:.1f} ha of {changes['compared_ha']:.1f} ha compared")
+    console.print(f"[green]done[/green]: {final} ({seconds:.1f} s)")
+    return RunOutcome(run_id, region.name, as_of, status, final, blocks_total, blocks_computed,
+                      reusable.id if reusable else None, seconds, changes, item_ids)
+
+
+def _reusable(ledger: Ledger, region: str, key: str) -> RunRecord | None:
+    for record in ledger.finished_with_inputs(region, key):
+        if record.out_dir is not None and outputs_intact(record.out_dir, ledger.outputs(record.id)):
+            return record
+    return None
+
+
+@dataclass(frozen=True)
+class DueResult:
+    region_file: Path
+    region: str
+    status: str  # finished | reused | not-due | locked | failed
+    message: str = ""
+
+
+def run_due(
+    folder: Path,
+    *,
+    now: datetime | None = None,
+    root: Path | None = None,
+    console: Console | None = None,
+) -> list[DueResult]:
+    """Run, one after another, every region of ``folder`` whose schedule fired since its last run.
+    A region that fails or is locked does not stop the others."""
+    console = console or Console(stderr=True)
+    now = now or datetime.now(UTC)
+    results = []
+    for path in region_files(folder):
+        try:
+            region = load_region(path)
+        except LandcoverError as exc:
+            results.append(DueResult(path, path.stem, "failed", str(exc)))
+            console.print(f"[red]error:[/red] {exc}")
+            continue
+        region_root = Path(root or region.root).resolve()
+        try:
+            check_root(region_root)
+            with Ledger.in_root(region_root) as ledger:
+                last = ledger.last_attempt(region.name)
+            if not is_due(region.schedule, last, now):
+                results.append(DueResult(path, region.name, "not-due"))
+                continue
+            outcome = run_region(region, as_of=now.date(), root=region_root, console=console, trigger="schedule")
+            results.append(DueResult(path, region.name, outcome.status, str(outcome.out_dir)))
+        except RegionLocked as exc:
+            results.append(DueResult(path, region.name, "locked", str(exc)))
+            console.print(f"[yellow]skipped:[/yellow] {exc}")
+        except LandcoverError as exc:
+            results.append(DueResult(path, region.name, "failed", str(exc)))
+            console.print(f"[red]error:[/red] {exc}")
+    return results
