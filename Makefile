@@ -41,5 +41,9 @@ bench: setup
 demo-world: setup
 	$(BIN)/landcover demo generate
 
+# Retrain the committed demo weights (small profile, synthetic demo world, CPU, ~10 min).
+weights: setup
+	$(BIN)/landcover train models/configs/demo.yaml
+
 clean:
 	rm -rf $(VENV) .pytest_cache .cache

@@ -31,11 +31,11 @@ def _mount() -> None:
 
     app.add_typer(demo_app, name="demo", help="The offline demo world: generate it, serve it.")
     app.add_typer(model_app, name="model", help="Inspect a model and classify single patches.")
-    try:
-        from models.train_cli import register
-    except ImportError:  # training commands are optional in a minimal install
-        return
-    register(app)
+    from models.train_cli import register as register_training
+    from workflows.cli import register as register_workflows
+
+    register_training(app)
+    register_workflows(app)
 
 
 def _date(value: Optional[str], name: str):
