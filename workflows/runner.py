@@ -64,6 +64,7 @@ class RunOutcome:
     seconds: float
     changes: dict[str, Any] | None = None
     item_ids: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # map stages, when a map was made
 
 
 @dataclass(frozen=True)
@@ -320,11 +321,13 @@ def _run(region: Region, as_of: date, paths: RegionPaths, ledger: Ledger, run_id
             for name in ledger.outputs(reusable.id):
                 _link_or_copy(reusable.out_dir / name, work / name)
             blocks_total, blocks_computed, status = reusable.blocks_total or 0, 0, "reused"
+            timings: dict[str, float] = {}
             console.print(f"same scenes, model and parameters as run {reusable.id} ({reusable.as_of}): its map is reused")
         else:
             chunks = LedgerChunkStore(DirectoryChunkStore(paths.chunks), ledger, run_id)
             result = run_map(cfg, console, chunks=chunks)
             blocks_total, blocks_computed, status = result.blocks_total, result.blocks_computed, "finished"
+            timings = result.timings
             console.print(f"chunks: {blocks_computed} computed, {blocks_total - blocks_computed} read back of {blocks_total}")
 
     previous = ledger.previous_done(region.name, as_of)
@@ -342,7 +345,7 @@ def _run(region: Region, as_of: date, paths: RegionPaths, ledger: Ledger, run_id
         console.print(f"changes since {changes['previous']}: {changes['changed_ha']:.1f} ha of {changes['compared_ha']:.1f} ha compared")
     console.print(f"[green]done[/green]: {final} ({seconds:.1f} s)")
     return RunOutcome(run_id, region.name, as_of, status, final, blocks_total, blocks_computed,
-                      reusable.id if reusable else None, seconds, changes, item_ids)
+                      reusable.id if reusable else None, seconds, changes, item_ids, timings)
 
 
 def _reusable(ledger: Ledger, region: str, key: str) -> RunRecord | None:
