@@ -303,7 +303,7 @@ def _run(region: Region, as_of: date, paths: RegionPaths, ledger: Ledger, run_id
         key = inputs_key(item_ids, model_sha, parameters)
         ledger.record_inputs(run_id, inputs_key=key, model_sha256=model_sha, parameters=parameters, item_ids=item_ids)
 
-        reusable = _reusable(ledger, region.name, key)
+        reusable = _reusable(ledger, region.name, key, final)
         if reusable is not None and reusable.out_dir == final:
             ledger.record_outputs(run_id, ledger.outputs(reusable.id))
             ledger.finish(run_id, status="reused", out_dir=final, blocks_total=reusable.blocks_total or 0,
@@ -348,8 +348,11 @@ def _run(region: Region, as_of: date, paths: RegionPaths, ledger: Ledger, run_id
                       reusable.id if reusable else None, seconds, changes, item_ids, timings)
 
 
-def _reusable(ledger: Ledger, region: str, key: str) -> RunRecord | None:
-    for record in ledger.finished_with_inputs(region, key):
+def _reusable(ledger: Ledger, region: str, key: str, final: Path) -> RunRecord | None:
+    """A finished run made from these inputs whose files are intact; the map already at
+    ``final`` first (nothing to write), else the newest."""
+    candidates = sorted(ledger.finished_with_inputs(region, key), key=lambda r: r.out_dir != final)
+    for record in candidates:
         if record.out_dir is not None and outputs_intact(record.out_dir, ledger.outputs(record.id)):
             return record
     return None
