@@ -190,6 +190,10 @@ class Ledger:
     def fail(self, run_id: int, error: str) -> None:
         self._end(run_id, status="failed", error=error)
 
+    def interrupt(self, run_id: int, reason: str) -> None:
+        """Ended by the user (Ctrl-C): resumable, and not an attempt that schedules count."""
+        self._end(run_id, status="interrupted", error=reason)
+
     def _end(self, run_id: int, **values: Any) -> None:
         with self._tx() as db:
             started = datetime.fromisoformat(db.execute("SELECT started FROM runs WHERE id = ?", (run_id,)).fetchone()[0])

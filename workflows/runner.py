@@ -260,7 +260,7 @@ def run_region(
         try:
             return _run(region, as_of, paths, ledger, run_id, console)
         except KeyboardInterrupt:
-            ledger._end(run_id, status="interrupted", error="interrupted by the user")
+            ledger.interrupt(run_id, "interrupted by the user")
             raise
         except LandcoverError as exc:
             ledger.fail(run_id, str(exc))
