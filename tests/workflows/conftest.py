@@ -7,10 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from workflow_helpers import FIRST_AS_OF, NEW_SCENE_AS_OF, quiet, write_region
+from workflow_helpers import FIRST_AS_OF, MODEL, NEW_SCENE_AS_OF, quiet, write_region
 
 from workflows.region import load_region
 from workflows.runner import RunOutcome, run_region
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_region_model(tiny_model: Path) -> Path:
+    MODEL["path"] = tiny_model
+    return tiny_model
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,7 @@ class IncrementalRuns:
 
 
 @pytest.fixture(scope="session")
-def incremental_runs(tmp_path_factory: pytest.TempPathFactory, demo_world) -> Iterator[IncrementalRuns]:
+def incremental_runs(tmp_path_factory: pytest.TempPathFactory, demo_world, test_region_model) -> Iterator[IncrementalRuns]:
     base = tmp_path_factory.mktemp("incremental")
     region_file = write_region(base / "regions", base / "maps")
     region = load_region(region_file)

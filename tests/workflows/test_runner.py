@@ -151,7 +151,9 @@ def test_run_through_the_cli_reports_the_reuse(incremental_runs):
     proc = landcover_cli("run", str(incremental_runs.region_file), "--as-of", FIRST_AS_OF.isoformat())
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "unchanged" in err and "reused" in err
+    # Reused either from the FIRST_AS_OF run or from a later-dated run with the same scenes
+    # (another test adds one), so only the reuse itself is asserted.
+    assert "reused" in err and "done:" in err
     with Ledger.in_root(incremental_runs.root) as ledger:
         last = ledger.runs("testland")[-1]
     assert last.status == "reused" and last.blocks_computed == 0

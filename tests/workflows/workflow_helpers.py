@@ -32,8 +32,14 @@ SMALL_AOI = {
 }
 
 
+# Set once per session by tests/workflows/conftest.py: random `tiny` weights, so the workflow
+# tests exercise runs, ledgers and faults without depending on the committed demo weights.
+MODEL: dict[str, Path] = {}
+
+
 def region_dict(root: Path, **overrides: Any) -> dict[str, Any]:
     region = {
+        "model": str(MODEL["path"]) if "path" in MODEL else None,
         "name": "testland",
         "source": "local",
         "aoi": SMALL_AOI,
