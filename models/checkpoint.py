@@ -245,15 +245,24 @@ def write_safetensors(state: Mapping[str, Tensor], path: str | os.PathLike[str],
     _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def save_model(model: SRClassifier, card: ModelCard, path: str | os.PathLike[str]) -> ModelCard:
-    """Write weights as safetensors and the card beside them (sha256 filled in); returns that card."""
+def save_model(
+    model: SRClassifier, card: ModelCard, path: str | os.PathLike[str], *, half: bool = False
+) -> ModelCard:
+    """Write weights as safetensors and the card beside them (sha256 filled in); returns that card.
+
+    ``half`` stores floating-point tensors as float16: half the file for weights that are only
+    used for inference (loading copies them back into the float32 model).
+    """
     path = Path(path)
     if path.suffix != SAFETENSORS_SUFFIX:
         raise CheckpointError(f"save weights as {SAFETENSORS_SUFFIX}, not {path.suffix or 'no suffix'}: {path}")
     if not path.parent.is_dir():
         raise CheckpointError(f"directory does not exist: {path.parent}")
     meta = {"profile": card.profile, "variant": card.variant or "", "format": "landcover-sr-classifier"}
-    write_safetensors(model.state_dict(), path, metadata=meta)
+    state = model.state_dict()
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    write_safetensors(state, path, metadata=meta)
     card = card.model_copy(update={"sha256": sha256_file(path)})
     text = card.model_dump_json(indent=2)
     _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text + "\n"))

@@ -121,6 +121,8 @@ class TrainConfig(_Strict):
     sr: SRStage = SRStage()
     classifier: ClassifierStage = ClassifierStage()
     output_dir: Path = Path("models/weights")
+    # float16 weights file: half the size, for weights that ship for inference (demo weights).
+    save_half: bool = False
     work_dir: Path = Path(".cache/train")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
@@ -605,7 +607,7 @@ def run_training(config: TrainConfig, *, resume: bool = True, progress: bool = T
         },
     )
     weights = Path(config.output_dir) / f"{config.name}.safetensors"
-    card = save_model(final.cpu(), card, weights)
+    card = save_model(final.cpu(), card, weights, half=config.save_half)
     for src, suffix in ((log.path_json, ".metrics.json"), (log.path_csv, ".metrics.csv")):
         atomic_write_text(Path(config.output_dir) / f"{config.name}{suffix}", Path(src).read_text())
     return TrainResult(weights, card, Path(config.output_dir) / f"{config.name}.metrics.json", seconds, split_path)

@@ -173,3 +173,24 @@ def test_an_invalid_card_is_a_one_line_error(tmp_path, tiny_weights):
 def test_save_model_writes_safetensors_only(tmp_path):
     with pytest.raises(CheckpointError, match=".safetensors"):
         save_model(SRClassifier(get_profile("tiny")), ModelCard.for_profile("tiny"), tmp_path / "w.pth")
+
+
+def test_half_precision_weights_load_into_the_float32_model_and_predict_alike(tmp_path):
+    import torch
+
+    from models.card import ModelCard
+    from models.checkpoint import load_model, save_model
+    from models.classifier import SRClassifier
+    from models.profiles import get_profile
+
+    torch.manual_seed(0)
+    model = SRClassifier(get_profile("tiny"), "esrgan").eval()
+    card = ModelCard.for_profile("tiny", variant="esrgan")
+    save_model(model, card, tmp_path / "full.safetensors")
+    save_model(model, card, tmp_path / "half.safetensors", half=True)
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * (tmp_path / "full.safetensors").stat().st_size
+    loaded, _ = load_model(tmp_path / "half.safetensors")
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.eval()(x), model(x), atol=2e-2, rtol=2e-2)
