@@ -31,7 +31,7 @@ from pipeline.search import SearchParams, format_item_table, search_items
 
 log = logging.getLogger(__name__)
 
-DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "demo-small.safetensors"
+DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "demo-small-nosr.safetensors"
 
 
 @dataclass
