@@ -116,9 +116,10 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
     if card is None:
         raise LandcoverError(f"model card {card_path(model_path)} not found beside the weights; a map needs the card's bands and patch size")
     model = ModelRef(str(model_path), sha256_file(model_path), cfg.device, cfg.batch_size)
+    model_id = card.profile + (f"/{card.variant}" if card.variant else "")
     console.print(
         f"AOI {cfg.aoi.name}: {aoi.area_km2:,.1f} km², UTM zones {', '.join(map(str, aoi.utm_epsgs))}; "
-        f"model {card.profile}/{card.variant} ({'synthetic demo weights' if card.training_data.synthetic else 'weights'} sha256 {model.sha256[:12]})"
+        f"model {model_id} ({'synthetic demo weights' if card.training_data.synthetic else 'weights'} sha256 {model.sha256[:12]})"
     )
     lap("aoi")
 
@@ -200,7 +201,7 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
     lap("mosaic")
     provenance = Provenance(
         input_items=[it.id for it in items],
-        model_id=f"{card.profile}/{card.variant}",
+        model_id=model_id,
         model_sha256=model.sha256,
         model_card=card.model_dump(mode="json"),
         software_version=__version__,
