@@ -139,9 +139,13 @@ def test_config_refuses_an_unknown_profile(tmp_path):
         load_config(path)
 
 
-def test_the_demo_config_is_valid():
+def test_the_demo_config_is_valid_and_made_the_committed_weights():
+    from models.card import ModelCard
+
     cfg = load_config("models/configs/demo.yaml")
-    assert cfg.synthetic and cfg.profile == "small"
+    card = ModelCard.read(cfg.output_dir / f"{cfg.name}.json")
+    assert cfg.synthetic and card.training_data.synthetic
+    assert cfg.profile == card.profile == "small-nosr" and cfg.save_half
     assert cfg.train.world_seed != cfg.validation.world_seed  # other landscape held out
 
 

@@ -153,7 +153,7 @@ def test_run_through_the_cli_reports_the_reuse(incremental_runs):
     assert proc.returncode == 0, err
     # Reused either from the FIRST_AS_OF run or from a later-dated run with the same scenes
     # (another test adds one), so only the reuse itself is asserted.
-    assert "reused" in err and "done:" in err
+    assert "reused" in err
     with Ledger.in_root(incremental_runs.root) as ledger:
         last = ledger.runs("testland")[-1]
     assert last.status == "reused" and last.blocks_computed == 0
