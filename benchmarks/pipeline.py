@@ -15,7 +15,6 @@ import argparse
 import json
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import psutil

@@ -355,7 +355,6 @@ def evaluate_weights(weights: Path, data, *, split_name: str = "validation", unv
     validation source. Refuses data that overlap the training split unless ``unverified``, in
     which case the split is named ``<split_name>-unverified``.
     """
-    import json
 
     from models.checkpoint import card_path, load_model
     from models.train import EpochLog, atomic_write_text, ids_digest
