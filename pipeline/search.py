@@ -129,10 +129,21 @@ def search_items(params: SearchParams, aoi: AOI) -> list[pystac.Item]:
     return best
 
 
+class LoggedRetry(Retry):
+    """urllib3 Retry that says, at WARNING, each time a STAC request is retried and why
+    (urllib3 itself logs status-code retries only at DEBUG)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        cause = f"HTTP {response.status}" if response is not None and response.status else _one_line(error) if error else "error"
+        log.warning("STAC request %s %s failed (%s); retry %d after backoff", method, url, cause, len(new.history))
+        return new
+
+
 def open_client(params: SearchParams) -> Client:
     """pystac-client Client with retries and exponential backoff on 5xx and connection errors."""
     retries = params.tries - 1
-    retry = Retry(
+    retry = LoggedRetry(
         total=retries,
         connect=retries,
         read=retries,

@@ -257,3 +257,17 @@ def test_demo_world_search_over_http_finds_both_zones(served_world):
     assert tiles == {tile.mgrs for tile in served_world.world.tiles}
     assert all(item.properties["eo:cloud_cover"] <= 60.0 for item in items)
     assert all(item.assets["red"].href.startswith(served_world.files_url) for item in items)
+
+
+def test_retries_of_a_failing_stac_api_are_logged(caplog):
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    from pipeline.search import LoggedRetry
+
+    retry = LoggedRetry(total=2, backoff_factor=0)
+    with caplog.at_level("WARNING", logger="pipeline.search"):
+        retry = retry.increment("GET", "http://127.0.0.1:9/search", error=NewConnectionError(None, "refused"))
+        retry = retry.increment("GET", "http://127.0.0.1:9/search", error=NewConnectionError(None, "refused"))
+        with pytest.raises(MaxRetryError):
+            retry.increment("GET", "http://127.0.0.1:9/search", error=NewConnectionError(None, "refused"))
+    assert [r.getMessage().split(";")[1].strip() for r in caplog.records[:2]] == ["retry 1 after backoff", "retry 2 after backoff"]
