@@ -22,7 +22,8 @@ from pipeline import __version__
 from pipeline.aoi import AOI, read_aoi
 from pipeline.cluster import GPU_RESOURCE, connect
 from pipeline.config import MapConfig
-from pipeline.errors import LandcoverError, OutputError
+from pipeline.errors import LandcoverError
+from pipeline.export.staging import check_out_dir
 from pipeline.infer import ChunkStore, ModelRef, assemble, block_key, block_tasks, blocks_in_aoi, items_touching
 from pipeline.load import configure_gdal, item_offsets, load_composite
 from pipeline.mosaic import mosaic
@@ -56,14 +57,6 @@ def default_weights() -> Path:
             "run `make weights` or pass --model PATH"
         )
     return DEMO_WEIGHTS
-
-
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse early, before any work, to clobber a previous map."""
-    if (out / "landcover.tif").exists() and not overwrite:
-        raise OutputError(f"{out} holds a previous map; pass --overwrite or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a directory; choose another --out")
 
 
 @contextlib.contextmanager
@@ -108,7 +101,8 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
         clock = now
 
     aoi: AOI = read_aoi(cfg.aoi)
-    check_out_dir(cfg.out, cfg.overwrite)
+    # Refused before any work; export checks again when it writes.
+    check_out_dir(cfg.out, marker="landcover.tif", overwrite=cfg.overwrite)
     model_path = (cfg.model or default_weights()).resolve()
     if not model_path.exists():
         raise LandcoverError(f"model weights {model_path} not found; pass --model PATH to a .safetensors/.pt file")

@@ -73,12 +73,17 @@ def sweep_partials(out_dir: Path) -> list[Path]:
     return removed
 
 
-def prepare_out_dir(out_dir: Path, *, marker: str, overwrite: bool) -> None:
-    """Create ``out_dir`` and check it can take a new map (refusing to clobber an old one)."""
+def check_out_dir(out_dir: Path, *, marker: str, overwrite: bool) -> None:
+    """Refuse, without touching anything, an ``out_dir`` that is a file or holds a previous map."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir} exists and is not a directory; choose another --out")
     if (out_dir / marker).exists() and not overwrite:
         raise OutputError(f"{out_dir} holds a previous map; pass --overwrite or choose another --out")
+
+
+def prepare_out_dir(out_dir: Path, *, marker: str, overwrite: bool) -> None:
+    """Create ``out_dir`` and check it can take a new map (refusing to clobber an old one)."""
+    check_out_dir(out_dir, marker=marker, overwrite=overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-test.{secrets.token_hex(6)}.partial"
