@@ -163,6 +163,11 @@ def categorized_style(attr: str = "class_id", outline: str = "35,35,35,255", out
     for index, (name, rgb) in enumerate(zip(CLASS_NAMES, CLASS_COLORS, strict=True)):
         ET.SubElement(categories, "category", value=str(index + 1), symbol=str(index), label=name, render="true")
         symbols.append(_fill_symbol(str(index), "{},{},{},255".format(*rgb), outline, outline_width))
+    return _finish_vector_style(root, renderer)
+
+
+def _finish_vector_style(root: ET.Element, renderer: ET.Element) -> ET.Element:
+    """The elements QGIS expects after a vector renderer: rotation, size scale, blending, opacity."""
     ET.SubElement(renderer, "rotation")
     ET.SubElement(renderer, "sizescale")
     ET.SubElement(root, "blendMode").text = "0"
@@ -179,12 +184,7 @@ def outline_style(outline: str = "20,20,20,255", outline_width: float = 0.4) -> 
     )
     symbols = ET.SubElement(renderer, "symbols")
     symbols.append(_fill_symbol("0", "0,0,0,0", outline, outline_width, style="no"))
-    ET.SubElement(renderer, "rotation")
-    ET.SubElement(renderer, "sizescale")
-    ET.SubElement(root, "blendMode").text = "0"
-    ET.SubElement(root, "featureBlendMode").text = "0"
-    ET.SubElement(root, "layerOpacity").text = "1"
-    return root
+    return _finish_vector_style(root, renderer)
 
 
 def categorized_sld(layer: str, attr: str = "class_id") -> str:
