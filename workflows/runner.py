@@ -34,6 +34,7 @@ from rich.console import Console
 
 from pipeline import __version__
 from pipeline.errors import LandcoverError, OutputError
+from pipeline.export.staging import probe_writable
 from pipeline.infer import DirectoryChunkStore
 from workflows.changes import record_changes
 from workflows.ledger import Ledger, RunRecord
@@ -115,10 +116,7 @@ class LedgerChunkStore:
 def check_root(root: Path) -> None:
     """The output root exists (or can be made) and takes files: checked before any work."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-test.{secrets.token_hex(6)}"
-        probe.touch()
-        probe.unlink()
+        probe_writable(root)
     except OSError as exc:
         raise OutputError(
             f"output root {root} is not writable ({exc.strerror or exc}); fix its permissions or pass --root DIR"

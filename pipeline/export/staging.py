@@ -73,6 +73,14 @@ def sweep_partials(out_dir: Path) -> list[Path]:
     return removed
 
 
+def probe_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and prove a file can be made in it (raises OSError if not)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test.{secrets.token_hex(6)}.partial"
+    probe.touch()
+    probe.unlink()
+
+
 def check_out_dir(out_dir: Path, *, marker: str, overwrite: bool) -> None:
     """Refuse, without touching anything, an ``out_dir`` that is a file or holds a previous map."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -85,10 +93,7 @@ def prepare_out_dir(out_dir: Path, *, marker: str, overwrite: bool) -> None:
     """Create ``out_dir`` and check it can take a new map (refusing to clobber an old one)."""
     check_out_dir(out_dir, marker=marker, overwrite=overwrite)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test.{secrets.token_hex(6)}.partial"
-        probe.touch()
-        probe.unlink()
+        probe_writable(out_dir)
     except OSError as exc:
         raise OutputError(f"cannot write to {out_dir} ({exc.strerror or exc}); choose another --out") from exc
 
