@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from datetime import datetime, timezone
-from typing import Literal
-
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -19,6 +20,21 @@ Task = Literal["single-label", "multi-label"]
 
 class CardError(LandcoverError):
     """A model card cannot be read or does not validate."""
+
+
+# These two live here, not in models.checkpoint, so a process that only records which weights a
+# run uses (the map's client) never imports torch (~0.5 GiB resident).
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def card_path(weights: str | os.PathLike[str]) -> Path:
+    """The card lives beside the weights: same stem, ``.json``."""
+    return Path(weights).with_suffix(".json")
 
 
 class Normalisation(BaseModel):

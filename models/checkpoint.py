@@ -8,7 +8,6 @@ load (except the documented SR-only case, where the classifier stays untrained).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -20,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from models.card import ModelCard, TrainingData
+from models.card import ModelCard, TrainingData, card_path, sha256_file
 from models.classifier import SRClassifier
 from models.profiles import PROFILES, Profile, Variant, check_variant, get_profile
 from pipeline.errors import LandcoverError
@@ -33,19 +32,6 @@ _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 
 class CheckpointError(LandcoverError):
     """A weights file cannot be read, is unsafe, or does not fit the model."""
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def card_path(weights: str | os.PathLike[str]) -> Path:
-    """The card lives beside the weights: same stem, ``.json``."""
-    return Path(weights).with_suffix(".json")
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> StateDict:
@@ -136,6 +122,8 @@ def infer_profile(state: Mapping[str, Tensor]) -> Profile:
         blocks = [_count_indices(state, f"backbone.layer{i}.") for i in range(1, 5)]
         bottleneck = "backbone.layer1.0.conv3.weight" in state
         backbone = {(3, 4, 6, 3): "resnet50" if bottleneck else "resnet34", (2, 2, 2, 2): "resnet18"}.get(tuple(blocks))
+        if backbone == "resnet18" and state["backbone.conv1.weight"].shape[0] == 32:
+            backbone = "resnet18-half"
         found |= {"hidden": hidden, "backbone": backbone}
     for profile in PROFILES.values():
         if all(getattr(profile, k) == v for k, v in found.items()):

@@ -19,15 +19,52 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision import models as tvm
+from torchvision.models.resnet import BasicBlock
 
 from models.classes import NUM_CLASSES
 from models.profiles import Profile, Variant
 from models.sr import Generator
 
 
+def half_width_resnet18() -> tvm.ResNet:
+    """torchvision's ResNet18 with every stage at half width (32, 64, 128, 256 channels).
+
+    Same module names as ``resnet18`` (conv1, bn1, layer1..4, fc), so checkpoints keep the
+    torchvision layout; a quarter of the parameters.
+    """
+    model = tvm.resnet18(weights=None)
+    widths = (32, 64, 128, 256)
+    model.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = nn.BatchNorm2d(widths[0])
+    inplanes = widths[0]
+    for i, planes in enumerate(widths):
+        stride = 1 if i == 0 else 2
+        blocks = []
+        for j in range(2):
+            downsample = None
+            if j == 0 and (stride != 1 or inplanes != planes):
+                downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+                )
+            blocks.append(BasicBlock(inplanes, planes, stride=stride if j == 0 else 1, downsample=downsample))
+            inplanes = planes
+        setattr(model, f"layer{i + 1}", nn.Sequential(*blocks))
+    model.fc = nn.Linear(widths[-1], 1000)
+    for m in model.modules():  # torchvision's initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
 def build_backbone(profile: Profile, num_classes: int = NUM_CLASSES) -> tvm.ResNet:
     """A randomly initialised torchvision ResNet with the seed's two-layer head (never downloads)."""
-    backbone = getattr(tvm, profile.backbone)(weights=None)
+    if profile.backbone == "resnet18-half":
+        backbone = half_width_resnet18()
+    else:
+        backbone = getattr(tvm, profile.backbone)(weights=None)
     p1, p2 = profile.dropout
     backbone.fc = nn.Sequential(
         nn.Dropout(p1),

@@ -73,7 +73,7 @@ def plan_blocks(grid: PatchGrid) -> list[BlockSpec]:
 def _predictor(path: str, sha256: str, device: str, batch_size: int | None):
     # A per-process cache is what makes "load once per worker" true: dask reuses the worker
     # process for every task, and the cache key includes the sha256 the client recorded.
-    from models.checkpoint import sha256_file
+    from models.card import sha256_file
     from models.predictor import Predictor
 
     actual = sha256_file(Path(path))
@@ -83,8 +83,7 @@ def _predictor(path: str, sha256: str, device: str, batch_size: int | None):
 
 
 def classify_block(
-    rgb: np.ndarray,
-    clear: np.ndarray,
+    planes: np.ndarray,
     inside: np.ndarray,
     *,
     window_px: int,
@@ -93,12 +92,15 @@ def classify_block(
     min_clear: float,
     model: ModelRef,
 ) -> np.ndarray:
-    """(3, H, W) reflectance + (H, W) clear mask + (cy, cx) AOI mask -> (20, cy, cx) float32.
+    """(bands + 1, H, W) composite planes + (cy, cx) AOI mask -> (20, cy, cx) float32.
 
-    Cells outside the AOI or with too little clear data are not sent to the model (NaN probs).
+    ``planes`` holds the reflectance of the model's bands, then the clear-observation count
+    (pixels with none are not clear). Cells outside the AOI or with too little clear data are
+    not sent to the model (NaN probs).
     """
     from models.preprocess import reflectance_to_uint8, resize_windows
 
+    rgb, clear = planes[:-1], planes[-1] > 0
     cy, cx = inside.shape
     frac = clear_fraction(clear, window_px, stride_px, margin_px)
     out = np.full((N_PLANES, cy, cx), np.nan, dtype=np.float32)
@@ -190,21 +192,30 @@ def blocks_in_aoi(grid: PatchGrid) -> list[BlockSpec]:
     return [b for b in plan_blocks(grid) if grid.inside_aoi[b.cells].any()]
 
 
+def composite_planes(composite, bands: Iterable[str]):
+    """The lazy (bands + 1, H, W) float32 array :func:`block_tasks` takes: the composite's
+    ``bands`` in order, then its ``clear_count``."""
+    import dask.array as da
+
+    return da.stack([*(composite[b].data for b in bands), composite["clear_count"].data.astype(np.float32)])
+
+
 def block_tasks(
-    rgb, clear, grid: PatchGrid, model: ModelRef, blocks: Iterable[BlockSpec], *, min_clear: float
+    planes, grid: PatchGrid, model: ModelRef, blocks: Iterable[BlockSpec], *, min_clear: float
 ) -> Iterator[tuple[BlockSpec, object]]:
     """(block, dask.delayed) for each of ``blocks``.
 
-    ``rgb`` is the lazy (3, H, W) composite and ``clear`` the lazy (H, W) mask on
-    ``grid.pixel_geobox``.
+    ``planes`` is the lazy (bands + 1, H, W) composite on ``grid.pixel_geobox``: the model's
+    bands, then the clear-observation count. One array, not two: each delayed argument is
+    optimised into its own graph, so a second array derived from the same composite would read
+    and composite every chunk twice.
     """
     classify = dask.delayed(classify_block, pure=True)
     for block in blocks:
         inside = grid.inside_aoi[block.cells]
         ys, xs = block.pixels
         task = classify(
-            rgb[:, ys, xs],
-            clear[ys, xs],
+            planes[:, ys, xs],
             inside,
             window_px=grid.window_px,
             stride_px=grid.stride_px,

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dask.array as da
 from distributed import as_completed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -24,7 +23,16 @@ from pipeline.cluster import GPU_RESOURCE, connect
 from pipeline.config import MapConfig
 from pipeline.errors import LandcoverError
 from pipeline.export.staging import check_out_dir
-from pipeline.infer import ChunkStore, ModelRef, assemble, block_key, block_tasks, blocks_in_aoi, items_touching
+from pipeline.infer import (
+    ChunkStore,
+    ModelRef,
+    assemble,
+    block_key,
+    block_tasks,
+    blocks_in_aoi,
+    composite_planes,
+    items_touching,
+)
 from pipeline.load import configure_gdal, item_offsets, load_composite
 from pipeline.mosaic import mosaic
 from pipeline.patches import PatchGrid, plan_grid
@@ -87,7 +95,7 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
     """Map ``cfg.aoi`` into ``cfg.out``. With ``chunks``, finished block results are persisted
     as they complete and blocks whose inputs are unchanged are read back instead of recomputed."""
     from models.card import ModelCard
-    from models.checkpoint import card_path, sha256_file
+    from models.card import card_path, sha256_file
     from pipeline.export import Provenance, export_map
 
     console = console or Console(stderr=True)
@@ -159,8 +167,7 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
             lap("offsets")
 
             ds = load_composite(items, grid, offsets=offsets, bands=tuple(card.bands))
-            rgb = da.stack([ds[b].data for b in card.bands])
-            clear = ds["clear_count"].data > 0
+            planes = composite_planes(ds, card.bands)
             blocks = blocks_in_aoi(grid)
             keys = {b.index: block_key(b, grid, items_touching(b, grid, items), model, cfg.min_clear) for b in blocks}
             results = {}
@@ -169,7 +176,7 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
                 if stored is not None:
                     results[block.index] = (block, stored)
             todo = [b for b in blocks if b.index not in results]
-            tasks = list(block_tasks(rgb, clear, grid, model, todo, min_clear=cfg.min_clear))
+            tasks = list(block_tasks(planes, grid, model, todo, min_clear=cfg.min_clear))
             lap("graph")
 
             bar = progress.add_task("classifying chunks", total=len(blocks), completed=len(results))

@@ -274,7 +274,7 @@ def run_region(
 
 
 def _run(region: Region, as_of: date, paths: RegionPaths, ledger: Ledger, run_id: int, console: Console) -> RunOutcome:
-    from models.checkpoint import sha256_file
+    from models.card import sha256_file
     from pipeline.aoi import read_aoi
     from pipeline.run import default_weights, run_map, stac_endpoint
     from pipeline.search import SearchParams, search_items

@@ -111,7 +111,7 @@ def test_weights_that_changed_after_their_card_was_written_are_refused(tmp_path,
 
 
 def test_the_profile_is_recognised_from_the_weights_when_there_is_no_card(tmp_path):
-    for name in ("tiny", "small", "small-nosr"):
+    for name in ("tiny", "small", "small-nosr", "compact-nosr"):
         state = SRClassifier(get_profile(name)).state_dict()
         assert infer_profile(state).name == name
     bare_sr = {k.removeprefix("sr_model."): v for k, v in SRClassifier(get_profile("tiny")).state_dict().items()

@@ -123,7 +123,7 @@ def test_variant_sets_every_activation_and_rfb_mode():
     assert kinds == {"lrelu"} and residual == {False}
 
 
-@pytest.mark.parametrize("profile", ["tiny", "small", "small-nosr"])
+@pytest.mark.parametrize("profile", ["tiny", "small", "small-nosr", "compact-nosr"])
 def test_small_profiles_produce_logits_and_embeddings(profile):
     p = get_profile(profile)
     model = SRClassifier(p).eval()
@@ -153,3 +153,16 @@ def test_seed_classifier_end_to_end_gives_19_logits(seed_state):
         logits = model.eval()(torch.rand(1, 3, 32, 32) * 2 - 1)
     assert logits.shape == (1, 19)
     assert torch.isfinite(logits).all()
+
+
+def test_half_width_resnet18_keeps_torchvision_names_with_a_quarter_of_the_weights():
+    from torchvision.models import resnet18
+
+    from models.classifier import half_width_resnet18
+
+    full, half = resnet18(weights=None), half_width_resnet18()
+    assert half.state_dict().keys() == full.state_dict().keys()
+    assert half.conv1.out_channels == 32 and half.layer4[1].conv2.out_channels == 256
+    n_full, n_half = (sum(p.numel() for p in m.parameters()) for m in (full, half))
+    assert 0.2 < n_half / n_full < 0.3
+    assert half(torch.zeros(1, 3, 96, 96)).shape == (1, 1000)

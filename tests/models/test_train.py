@@ -145,7 +145,9 @@ def test_the_demo_config_is_valid_and_made_the_committed_weights():
     cfg = load_config("models/configs/demo.yaml")
     card = ModelCard.read(cfg.output_dir / f"{cfg.name}.json")
     assert cfg.synthetic and card.training_data.synthetic
-    assert cfg.profile == card.profile == "small-nosr" and cfg.save_half
+    assert cfg.profile == card.profile == "compact-nosr" and cfg.save_half
+    weights = cfg.output_dir / f"{cfg.name}.safetensors"
+    assert weights.stat().st_size < 8 * 2**20  # a few MB: fits in the repository
     assert cfg.train.world_seed != cfg.validation.world_seed  # other landscape held out
 
 

@@ -270,3 +270,39 @@ def test_item_offsets_over_http_match_the_demo_world_truth_and_skip_a_404(served
         offsets = item_offsets(items)
     assert f"skipping scene {broken.id}" in caplog.text
     assert offsets == {item.id: truth[item.id] for item in items[1:]}
+
+
+def test_the_classify_graph_reads_and_composites_each_chunk_once(scenes):
+    """Every block task takes one array holding bands and clear count, so the optimised graph
+    has one read per band and one composite per chunk (two arrays would each get their own copy)."""
+    from pipeline.infer import ModelRef, block_tasks, composite_planes, plan_blocks
+
+    grid = small_grid(window_px=8, stride_px=8)
+    ds = load_composite(scenes["items"], grid, offsets=item_offsets(scenes["items"]))
+    planes = composite_planes(ds, ("red", "green", "blue"))
+    assert planes.shape == (4, *ds.red.shape) and planes.dtype == np.float32
+    tasks = [task for _, task in block_tasks(planes, grid, ModelRef("m.safetensors", "0" * 64), plan_blocks(grid), min_clear=0.5)]
+    graph = dask.base.collections_to_expr(tasks, optimize_graph=True).__dask_graph__()  # as client.compute does
+    names = [key[0] if isinstance(key, tuple) else key for key in graph]
+    n_chunks = len(plan_blocks(grid))
+    assert sum(name.startswith("composite-") for name in names) == n_chunks
+    for band in ("red", "green", "blue", "scl"):
+        assert sum(name.startswith(f"{band}-") for name in names) == n_chunks
+
+
+@pytest.mark.parametrize("dates", [1, 2, 3, 4, 7, 8, 9, 15])
+def test_the_median_equals_numpys_nanmedian_for_any_number_of_dates(dates):
+    """Short stacks take the min/max sorting network, long ones np.sort: both must agree with numpy."""
+    import warnings
+
+    rng = np.random.default_rng(dates)
+    stack = rng.random((dates, 40, 50), dtype=np.float32)
+    stack[rng.random(stack.shape) < 0.4] = np.nan
+    stack[:, :3, :3] = np.nan  # never clear
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmedian(stack, axis=0).astype(np.float32)
+    got = median_composite(stack, axis=0)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(median_composite(np.moveaxis(stack, 0, -1)), expected)
