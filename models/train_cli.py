@@ -121,6 +121,19 @@ def embed(model, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.nd
     return torch.cat(probs).numpy(), torch.cat(embs).numpy()
 
 
+def confident_share(probs: np.ndarray) -> np.ndarray:
+    """Stand-in labels before the user has labelled anything: per predicted class, the patches at
+    or above that class's median confidence. Relative, not a fixed cut-off: with label smoothing
+    (0.15) many patches of a well-mapped class stay below 0.9, and a class with none above a fixed
+    cut-off would get no centre at all."""
+    guess, confidence = probs.argmax(1), probs.max(1)
+    keep = np.zeros(len(probs), dtype=bool)
+    for c in np.unique(guess):
+        members = guess == c
+        keep |= members & (confidence >= np.median(confidence[members]))
+    return keep
+
+
 def query_map(weights: Path, imagery: Path, labels: Path | None, *, n: int, p_in: float):
     """DBSS over every window of ``imagery``; centres from the user's labels, or - before any
     labelling - from the model's own confident predictions."""
@@ -141,7 +154,7 @@ def query_map(weights: Path, imagery: Path, labels: Path | None, *, n: int, p_in
         taken = set(lab.ids)
         keep = np.array([i not in taken for i in pool.ids])
     else:
-        confident = probs.max(1) >= 0.9
+        confident = confident_share(probs)
         lab_emb, lab_y = emb[confident], probs[confident].argmax(1)
         keep = np.ones(len(pool), bool)
     cand = np.flatnonzero(keep)

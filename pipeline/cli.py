@@ -67,6 +67,11 @@ def map_command(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     batch_size: Optional[int] = typer.Option(None, help="Inference batch size (default: adaptive)."),
     overwrite: bool = typer.Option(False, help="Replace a previous map in --out."),
+    save_composite: bool = typer.Option(
+        False, "--save-composite",
+        help="Also write composite.tif, the cloud-free reflectance the map was classified from "
+        "(a QGIS backdrop, and the --imagery of `landcover active-learn`).",
+    ),
 ) -> None:
     """Map land cover over an AOI into a COG, a GeoPackage, QGIS styles, a STAC item and a quicklook."""
     from pipeline.config import MapConfig
@@ -83,7 +88,7 @@ def map_command(
         aoi=aoi, out=out, source=source, stac_url=stac_url, start=_date(start, "start"), end=_date(end, "end"),
         max_cloud=max_cloud, max_items_per_tile=max_items_per_tile, model=model, scheduler=scheduler,
         workers=workers, crs=crs, stride=stride, min_clear=min_clear, device=device,
-        batch_size=batch_size, overwrite=overwrite,
+        batch_size=batch_size, overwrite=overwrite, save_composite=save_composite,
     )
     result = run_map(cfg, err)
     if demo:

@@ -41,6 +41,7 @@ class MapConfig(BaseModel):
     device: Device = "auto"
     batch_size: int | None = Field(None, ge=1)
     overwrite: bool = False
+    save_composite: bool = Field(False, description="also write composite.tif, the reflectance the map was classified from")
 
     @field_validator("stac_url")
     @classmethod

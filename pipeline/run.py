@@ -40,7 +40,7 @@ from pipeline.search import SearchParams, format_item_table, search_items
 
 log = logging.getLogger(__name__)
 
-DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "demo-small-nosr.safetensors"
+DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "demo-compact-nosr.safetensors"
 
 
 @dataclass
@@ -192,28 +192,40 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
                     results[block.index] = (block, values)
                     progress.advance(bar)
             lap("load+infer")
-    lap("shutdown")
 
-    planes = assemble(grid, results)
-    class_map = mosaic(
-        planes[:NUM_CLASSES], planes[NUM_CLASSES], grid.inside_aoi,
-        min_clear=cfg.min_clear, multi_label=card.task == "multi-label",
-    )
-    lap("mosaic")
-    provenance = Provenance(
-        input_items=[it.id for it in items],
-        model_id=model_id,
-        model_sha256=model.sha256,
-        model_card=card.model_dump(mode="json"),
-        software_version=__version__,
-        parameters=cfg.model_dump(mode="json"),
-        synthetic_model=bool(card.training_data.synthetic),
-    )
-    files = export_map(
-        class_map, grid.cell_geobox, cfg.out, aoi=aoi.geometry, scenes=items,
-        provenance=provenance, overwrite=cfg.overwrite,
-    )
-    lap("export")
+            cell_planes = assemble(grid, results)
+            class_map = mosaic(
+                cell_planes[:NUM_CLASSES], cell_planes[NUM_CLASSES], grid.inside_aoi,
+                min_clear=cfg.min_clear, multi_label=card.task == "multi-label",
+            )
+            lap("mosaic")
+            provenance = Provenance(
+                input_items=[it.id for it in items],
+                model_id=model_id,
+                model_sha256=model.sha256,
+                model_card=card.model_dump(mode="json"),
+                software_version=__version__,
+                parameters=cfg.model_dump(mode="json"),
+                synthetic_model=bool(card.training_data.synthetic),
+            )
+            composite = None
+            if cfg.save_composite:
+                # Written while the cluster is up: the composite is computed again, block by block.
+                from pipeline.export.composite import write_composite
+
+                def composite(path: Path) -> None:
+                    task = progress.add_task("writing composite.tif", total=None)
+                    write_composite(
+                        path, [ds[b].data for b in card.bands], card.bands, grid.pixel_geobox, client,
+                        progress=lambda done, total: progress.update(task, completed=done, total=total),
+                    )
+
+            files = export_map(
+                class_map, grid.cell_geobox, cfg.out, aoi=aoi.geometry, scenes=items,
+                provenance=provenance, overwrite=cfg.overwrite, composite=composite,
+            )
+            lap("export")
+    lap("shutdown")
     n_valid = int((class_map.classes > 0).sum())
     return MapResult(
         cfg.out, files, grid, len(items), int(grid.inside_aoi.sum()), n_valid,

@@ -41,6 +41,7 @@ PROJECT = "landcover.qgz"
 ITEM = "item.json"
 QUICKLOOK = "quicklook.png"
 SUMMARY = "summary.json"
+COMPOSITE_TIF = "composite.tif"
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,10 @@ class ExportedFiles:
     item: Path
     quicklook: Path
     summary: Path
+    composite: Path | None = None  # only with --save-composite
 
     def paths(self) -> list[Path]:
-        return [getattr(self, f.name) for f in fields(self) if f.name != "out_dir"]
+        return [p for f in fields(self) if f.name != "out_dir" and (p := getattr(self, f.name)) is not None]
 
 
 # (href, title, roles) of each file in the STAC Item.
@@ -75,6 +77,9 @@ _ASSETS: dict[str, tuple[str, str, list[str]]] = {
     "quicklook": (QUICKLOOK, "Preview with legend", ["overview"]),
     "summary": (SUMMARY, "Area per class and run summary", ["metadata"]),
 }
+_COMPOSITE_ASSET = {
+    "composite": (COMPOSITE_TIF, "Cloud-free median composite the map was classified from (reflectance x 1e4, COG)", ["data", "visual"]),
+}
 
 
 def export_map(
@@ -87,12 +92,15 @@ def export_map(
     scenes: Sequence[Any] = (),
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    composite: Callable[[Path], None] | None = None,
 ) -> ExportedFiles:
     """Write every product of a map into ``out_dir`` (created if missing).
 
     cell_geobox: the output grid (projected CRS, north up) with the shape of ``class_map``.
     aoi: the area of interest in lon/lat, outlined on the quicklook.
     scenes: the input STAC items (pystac.Item or dicts).
+    composite: writes the reflectance composite (``composite.tif``) to the path it is given;
+    staged with the other files, so it lands with them or not at all.
     Raises OutputError when ``out_dir`` holds a previous map (unless ``overwrite``) or
     cannot be written.
     """
@@ -120,6 +128,11 @@ def export_map(
             raster.write_confidence_cog(staging.path(CONFIDENCE_TIF), class_map, cell_geobox, provenance)
             done(CONFIDENCE_TIF)
 
+            if composite is not None:
+                current = COMPOSITE_TIF
+                composite(staging.path(COMPOSITE_TIF))
+                done(COMPOSITE_TIF)
+
             current = GEOPACKAGE
             layers = {
                 "landcover": vector.class_polygons(class_map, cell_geobox),
@@ -132,7 +145,7 @@ def export_map(
             current = "QGIS styles and project"
             staging.path(LANDCOVER_QML).write_text(qgis.to_text(qgis.landcover_raster_style()), encoding="utf-8")
             staging.path(CONFIDENCE_QML).write_text(qgis.to_text(qgis.confidence_raster_style()), encoding="utf-8")
-            qgis.write_qgz(staging.path(PROJECT), _project(cell_geobox, provenance))
+            qgis.write_qgz(staging.path(PROJECT), _project(cell_geobox, provenance, with_composite=composite is not None))
             done(PROJECT)
 
             current = QUICKLOOK
@@ -150,8 +163,9 @@ def export_map(
             done(SUMMARY)
 
             current = ITEM
+            assets = {**_ASSETS, **(_COMPOSITE_ASSET if composite is not None else {})}
             item = stac.map_item(
-                cell_geobox, provenance, records, stac.input_links(scenes), _ASSETS, stats, created=created
+                cell_geobox, provenance, records, stac.input_links(scenes), assets, stats, created=created
             )
             _write_json(staging.path(ITEM), item.to_dict(include_self_link=False, transform_hrefs=False))
             done(ITEM)
@@ -173,19 +187,21 @@ def export_map(
         item=finals[ITEM],
         quicklook=finals[QUICKLOOK],
         summary=finals[SUMMARY],
+        composite=finals.get(COMPOSITE_TIF),
     )
 
 
-def _project(geobox: GeoBox, provenance: Provenance) -> str:
+def _project(geobox: GeoBox, provenance: Provenance, *, with_composite: bool = False) -> str:
     gpkg = f"./{GEOPACKAGE}"
     synthetic = " (synthetic demo model)" if provenance.synthetic_model else ""
+    backdrop = [qgis.ProjectLayer("composite", f"./{COMPOSITE_TIF}", "gdal", qgis.rgb_composite_style(), None, False, "composite")]
     layers = [
         qgis.ProjectLayer("scenes", f"{gpkg}|layername=scenes", "ogr", qgis.outline_style(), "Polygon", True, "scenes"),
         qgis.ProjectLayer("patches", f"{gpkg}|layername=patches", "ogr", qgis.categorized_style(outline_width=0.05), "Polygon", False, "patches"),
         qgis.ProjectLayer("landcover polygons", f"{gpkg}|layername=landcover", "ogr", qgis.categorized_style(), "Polygon", False, "landcover_polygons"),
         qgis.ProjectLayer("confidence", f"./{CONFIDENCE_TIF}", "gdal", qgis.confidence_raster_style(), None, False, "confidence"),
         qgis.ProjectLayer("landcover", f"./{LANDCOVER_TIF}", "gdal", qgis.landcover_raster_style(), None, True, "landcover"),
-    ]
+    ] + backdrop * with_composite  # the composite under everything, hidden until asked for
     bounds = tuple(geobox.boundingbox)[:4]
     return qgis.project_qgs(f"Land cover{synthetic}", layers, CRS.from_wkt(geobox.crs.to_wkt()), bounds)
 

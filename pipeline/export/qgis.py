@@ -117,6 +117,30 @@ def confidence_raster_style() -> ET.Element:
     return root
 
 
+def rgb_composite_style(max_dn: int = 3000) -> ET.Element:
+    """True colour for a 3-band reflectance composite: each band stretched 0..max_dn (0.3)."""
+    root = _qgis_root()
+    renderer = ET.Element(
+        "rasterrenderer", type="multibandcolor", redBand="1", greenBand="2", blueBand="3",
+        opacity="1", alphaBand="-1", nodataColor="",
+    )
+    ET.SubElement(renderer, "rasterTransparency")
+    _min_max_origin(renderer)
+    for colour in ("red", "green", "blue"):
+        enhancement = ET.SubElement(renderer, f"{colour}ContrastEnhancement")
+        ET.SubElement(enhancement, "minValue").text = "0"
+        ET.SubElement(enhancement, "maxValue").text = str(max_dn)
+        ET.SubElement(enhancement, "algorithm").text = "StretchToMinimumMaximum"
+    pipe = _raster_pipe(renderer)
+    # Reflectance may be smoothed when zoomed, unlike class codes.
+    pipe.find("provider/resampling").attrib.update(
+        enabled="true", zoomedInResamplingMethod="bilinear", zoomedOutResamplingMethod="bilinear"
+    )
+    root.append(pipe)
+    ET.SubElement(root, "blendMode").text = "0"
+    return root
+
+
 def _rgba(hex_value: str) -> str:
     rgb = tuple(int(hex_value[i : i + 2], 16) for i in (1, 3, 5))
     return "{},{},{},255".format(*rgb)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyogrio
 import pytest
 import rasterio
@@ -18,7 +19,7 @@ from rich.console import Console
 from models.classes import CLASS_COLORS
 from pipeline.config import MapConfig
 from pipeline.infer import DirectoryChunkStore
-from pipeline.run import run_map
+from pipeline.run import DEMO_WEIGHTS, run_map
 
 EXPECTED_FILES = {
     "landcover.tif", "landcover.tif.aux.xml", "confidence.tif", "landcover.gpkg", "landcover.qml",
@@ -116,3 +117,34 @@ def test_an_existing_scheduler_runs_the_same_job(demo_world, demo_map, tiny_mode
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_save_composite_writes_the_imagery_that_active_learning_queries(demo_world, tiny_model, tmp_path):
+    """--save-composite: the reflectance COG under the map, on the pixel grid; DBSS then picks
+    patches of it into a `to_label` layer of the map's own GeoPackage."""
+    from models.active import write_to_label
+    from models.train_cli import query_map
+
+    result = run_map(_cfg(demo_world, tiny_model, tmp_path / "map", save_composite=True), Console(quiet=True))
+    out = result.out
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES | {"composite.tif"}
+    assert result.files.composite == out / "composite.tif"
+    with rasterio.open(out / "composite.tif") as src:
+        assert src.driver == "GTiff" and src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert src.crs.to_epsg() == 32632 and src.transform == result.grid.pixel_geobox.affine
+        assert (src.height, src.width) == tuple(result.grid.pixel_geobox.shape)
+        assert src.count == 3 and src.dtypes == ("uint16",) * 3 and src.nodata == 0
+        assert src.scales == (1e-4,) * 3 and src.overviews(1)
+        dn = src.read(out_shape=(3, src.height // 8, src.width // 8))
+    clear = dn[0] > 0
+    assert clear.mean() > 0.5  # the demo world is mostly clear once composited
+    assert 50 < np.median(dn[:, clear]) < 3000  # plausible land reflectance x 1e4
+    item = json.loads((out / "item.json").read_text())
+    assert item["assets"]["composite"]["href"].endswith("composite.tif")
+
+    frame = query_map(DEMO_WEIGHTS, out / "composite.tif", None, n=6, p_in=0.5)  # a trained embedding
+    assert len(frame) == 6 and frame.crs.to_epsg() == 32632
+    assert set(frame["branch"]) <= {"inner", "border"} and (frame["class"] == "").all()
+    write_to_label(frame, out / "landcover.gpkg")
+    layers = {name for name, _ in pyogrio.list_layers(out / "landcover.gpkg")}
+    assert {"landcover", "patches", "scenes", "to_label"} <= layers
