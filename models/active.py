@@ -180,7 +180,7 @@ def simulate(
         else:
             raise ActiveLearningError(f"unknown strategy {strategy!r}; use dbss or random")
         labelled[unl[q.index]] = True
-    return Curve(strategy, sizes, acc)
+    return Curve(strategy + "+ssas" * use_ssas, sizes, acc)
 
 
 def _embedding_of(head, x: np.ndarray) -> np.ndarray:

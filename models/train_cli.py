@@ -166,7 +166,7 @@ def query_map(weights: Path, imagery: Path, labels: Path | None, *, n: int, p_in
 
 def simulate_cycle(weights: Path, cfg, *, label_share: float = 0.1, p_in: float = 0.5, cycles: int = 4,
                    seed: int = 0) -> Path:
-    """DBSS vs random on the demo world at equal label budgets, retraining only the head on
+    """DBSS (alone and with SSAS pseudo-labels) vs random on the demo world at equal label budgets, retraining only the head on
     frozen embeddings: pool = the config's training source, test = its validation source.
     Starts from 2 labelled samples per class and ends with ``label_share`` of the pool."""
     import json
@@ -185,8 +185,8 @@ def simulate_cycle(weights: Path, cfg, *, label_share: float = 0.1, p_in: float 
     per_cycle = max((budget - len(initial)) // cycles, 1)
     curves = [
         simulate(pool_emb, pool_y, test_emb, test_y, strategy=s, initial=initial, per_cycle=per_cycle,
-                 cycles=cycles, p_in=p_in, seed=seed)
-        for s in ("dbss", "random")
+                 cycles=cycles, p_in=p_in, use_ssas=ssas, seed=seed)
+        for s, ssas in (("dbss", False), ("dbss", True), ("random", False))
     ]
     out = Path(weights).with_name(f"{Path(weights).stem}-active-learning.png")
     plot_curves(curves, out, f"{card.demo_label}\nhead retrained on frozen embeddings; pool {len(pool)}, "
