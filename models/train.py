@@ -69,6 +69,7 @@ class DataSpec(_Strict):
     source: Source
     path: Path | None = None
     imagery: Path | None = None
+    layer: str | None = Field(None, description="user-labels: the GeoPackage layer, e.g. to_label (default: the first)")
     split: str | None = None
     class_field: str = "class"
     groups: list[str] | None = None
@@ -452,7 +453,7 @@ def load_source(spec: DataSpec, *, keep_windows: bool = False):
     elif spec.source == "user-labels":
         data = ds.user_label_patches(_need(spec.path, "path: the labelled GeoPackage"),
                                      _need(spec.imagery, "imagery: the reflectance raster the labels sit on"),
-                                     class_field=spec.class_field, window=spec.window)
+                                     layer=spec.layer, class_field=spec.class_field, window=spec.window)
     elif spec.source == "bigearthnet-v1":
         split_csv = Path(spec.split) if spec.split else None
         return ds.BigEarthNetV1(_need(spec.path, "path: the BigEarthNet-v1.0 folder"), split_csv)

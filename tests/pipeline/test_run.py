@@ -148,3 +148,14 @@ def test_save_composite_writes_the_imagery_that_active_learning_queries(demo_wor
     write_to_label(frame, out / "landcover.gpkg")
     layers = {name for name, _ in pyogrio.list_layers(out / "landcover.gpkg")}
     assert {"landcover", "patches", "scenes", "to_label"} <= layers
+
+    # The user fills the class field in QGIS; training reads that layer over the same composite.
+    from models.train import DataSpec, load_source
+
+    labelled = pyogrio.read_dataframe(out / "landcover.gpkg", layer="to_label")
+    labelled["class"] = labelled["guess"]
+    pyogrio.write_dataframe(labelled, out / "landcover.gpkg", layer="to_label", layer_options={"OVERWRITE": "YES"})
+    spec = DataSpec(source="user-labels", path=out / "landcover.gpkg", layer="to_label", imagery=out / "composite.tif")
+    patches = load_source(spec)
+    assert len(patches) == 6 and patches.images.shape == (6, 3, 32, 32)
+    assert sorted(patches.labels.tolist()) == sorted(int(c) - 1 for c in labelled["guess_code"])
