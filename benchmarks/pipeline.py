@@ -4,10 +4,11 @@
     python -m benchmarks.pipeline --full-tile     # also one full 10,980 px tile (generates a
                                                   # full-size demo world first: ~15 min, cached)
 
-Each map runs with the given weights (default: the demo weights) and, on the demo AOI, also
-with the seed architecture (RFB-ESRGAN x8 + ResNet50, random weights: speed does not depend on
-the values), so the overhead is shown both for a light model, where reading and compositing
-the scenes dominate, and for the model the pipeline is built around.
+Each map runs with the given weights (default: the demo weights) and, on the demo AOI and (with
+--full-tile) a 24 km square of the tile, also with the seed architecture (RFB-ESRGAN x8 +
+ResNet50, random weights: speed does not depend on the values), so the overhead is shown both for
+a light model, where reading and compositing the scenes dominate, and for the model the pipeline
+is built around. "load+infer" excludes the "model" stage in which every worker loads the model.
 
 Each map runs in a fresh child process, as `landcover map` would; peak RSS is the sum over that
 process and its children (dask workers, demo servers), sampled every 0.2 s, so the torch this
@@ -28,7 +29,6 @@ from pathlib import Path
 import psutil
 from rich.console import Console
 
-from benchmarks.models import model_patches_per_second
 from pipeline.config import MapConfig
 from pipeline.run import DEMO_WEIGHTS, run_map
 
@@ -62,13 +62,17 @@ class PeakRSS:
         self._thread.join()
 
 
-def full_tile_aoi(world, out: Path) -> Path:
-    """The lon/lat footprint of the first tile, shrunk by one cell so it stays inside it."""
+def full_tile_aoi(world, out: Path, side_m: float | None = None) -> Path:
+    """The lon/lat footprint of the first tile, shrunk by one cell so it stays inside it; or,
+    given ``side_m``, a square of that side at the tile's centre."""
     import shapely
     from odc.geo.geom import box
 
     tile = world.tiles[0]
     x0, y0, x1, y1 = tile.bounds
+    if side_m is not None:
+        cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, side_m / 2
+        x0, y0, x1, y1 = cx - half - 1200, cy - half - 1200, cx + half + 1200, cy + half + 1200
     geom = box(x0 + 1200, y0 + 1200, x1 - 1200, y1 - 1200, f"EPSG:{tile.epsg}").to_crs("EPSG:4326").geom
     out.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(geom)}))
     return out
@@ -114,6 +118,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--model", type=Path, default=DEMO_WEIGHTS)
     parser.add_argument("--no-seed", action="store_true", help="skip the seed-architecture run on the demo AOI")
     args = parser.parse_args(argv)
+    # Imported here, not at the top: each map runs in a spawned child that re-imports this
+    # module, and torch there would add ~0.5 GiB to the peak RSS a real `landcover map` never has.
+    from benchmarks.models import model_patches_per_second
     from models.card import ModelCard
     from models.card import card_path
     from pipeline.cluster import local_worker_count
@@ -135,7 +142,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp, serve_world(big) as served:
             aoi = full_tile_aoi(big, Path(tmp) / "tile.geojson")
             figures |= bench_map(aoi, args.model, "full_tile", workers, stac_url=served.stac_url)
-    for label, reference in (("demo_aoi", "model_only"), ("full_tile", "model_only"), ("seed_demo_aoi", "seed_model_only")):
+            if not args.no_seed:  # 20 x 20 cells: enough blocks that start-up and the last block do not dominate
+                square = full_tile_aoi(big, Path(tmp) / "square.geojson", side_m=24_000)
+                figures |= bench_map(square, random_seed_model(Path(tmp)), "seed_24km", workers, stac_url=served.stac_url)
+    for label, reference in (
+        ("demo_aoi", "model_only"), ("full_tile", "model_only"),
+        ("seed_demo_aoi", "seed_model_only"), ("seed_24km", "seed_model_only"),
+    ):
         rate = figures.get(f"{label}/patches_per_s_load+infer")
         if rate:
             figures[f"{label}/overhead_vs_model_only"] = round(1 - rate / figures[f"{reference}/patches_per_s"], 3)

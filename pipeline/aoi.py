@@ -61,6 +61,7 @@ def parse_aoi(obj: Any) -> AOI:
     _check_crs_member(obj)
     geometry = _union(_polygons(obj))
     _check_lonlat_range(geometry)
+    _check_antimeridian(geometry)
     geometry = _repair(geometry)
     # Counter-clockwise shells give positive geodesic areas; make_valid output may mix orientations.
     area_km2 = _GEOD.geometry_area_perimeter(shapely.orient_polygons(geometry))[0] / 1e6
@@ -177,6 +178,18 @@ def _polygonal_part(geometry: BaseGeometry) -> BaseGeometry:
         return geometry
     parts = [g for g in shapely.get_parts(geometry) if g.geom_type in _POLYGONAL]
     return shapely.unary_union(parts) if parts else shapely.Polygon()
+
+
+def _check_antimeridian(geometry: BaseGeometry) -> None:
+    """An AOI wider than 180° of longitude crosses the antimeridian: either one polygon whose
+    lon jumps from +180 to -180 (read literally it wraps the other way round the globe) or parts
+    either side of it, whose centre would land near 0° and pick a UTM zone half a world away."""
+    minx, _, maxx, _ = geometry.bounds
+    if maxx - minx > 180.0:
+        raise AOIError(
+            f"the AOI spans {maxx - minx:.1f}° of longitude, so it crosses the antimeridian (180°), which is "
+            "not supported; map the parts east and west of 180° as two AOIs"
+        )
 
 
 def _check_lonlat_range(geometry: BaseGeometry) -> None:

@@ -82,6 +82,13 @@ def _predictor(path: str, sha256: str, device: str, batch_size: int | None):
     return Predictor.from_path(Path(path), device=None if device == "auto" else device, batch_size=batch_size)
 
 
+def load_model_here(model: ModelRef) -> str:
+    """Load the model into this worker's cache now (run on every worker before the first task),
+    so importing torch and reading the weights is not paid inside the first block; returns the
+    device it landed on."""
+    return str(_predictor(model.path, model.sha256, model.device, model.batch_size).device)
+
+
 def classify_block(
     planes: np.ndarray,
     inside: np.ndarray,

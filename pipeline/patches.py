@@ -94,11 +94,14 @@ def plan_grid(
     window_px: int = 120,
     stride_px: int | None = None,
     cells_per_chunk: int = 8,
+    min_blocks: int = 1,
 ) -> PatchGrid:
     """Plan the cell and pixel grids covering ``aoi``.
 
     ``crs`` defaults to the UTM zone of the AOI centre. ``stride_px`` defaults to ``window_px``
     (abutting windows); a smaller stride gives overlapping windows and finer cells.
+    ``cells_per_chunk`` is the largest block side; a small AOI gets smaller blocks so that it
+    still splits into about ``min_blocks`` blocks (see :func:`balanced_cells_per_chunk`).
     """
     stride_px = window_px if stride_px is None else stride_px
     margin_px = _margin(window_px, stride_px)
@@ -115,6 +118,7 @@ def plan_grid(
     y0, y1 = math.floor(bottom / cell) * cell, math.ceil(top / cell) * cell
     nx, ny = max(int(round((x1 - x0) / cell)), 1), max(int(round((y1 - y0) / cell)), 1)
 
+    cells_per_chunk = balanced_cells_per_chunk((ny, nx), cells_per_chunk, min_blocks)
     cell_geobox = GeoBox((ny, nx), Affine(cell, 0.0, x0, 0.0, -cell, y1), crs)
     pad = margin_px * resolution
     pixel_geobox = GeoBox(
@@ -131,6 +135,17 @@ def plan_grid(
         cells_per_chunk=cells_per_chunk,
         inside_aoi=cells_intersecting(cell_geobox, projected),
     )
+
+
+def balanced_cells_per_chunk(shape: tuple[int, int], max_cells: int, min_blocks: int = 1) -> int:
+    """Block side (cells) for a grid of ``shape``: ``max_cells``, or less when that would give
+    fewer than ``min_blocks`` blocks. One block is one task, so a small AOI cut into a few big
+    blocks leaves workers idle while one runs the last block; with a heavy model that idle time
+    is most of the run. It depends on the grid only (not on the cluster), so a region's blocks,
+    and the content keys of its stored results, stay the same whatever runs them."""
+    ny, nx = shape
+    fitting = max(1, math.ceil(math.sqrt(ny * nx / max(min_blocks, 1))))
+    return max(1, min(max_cells, fitting))
 
 
 def project_aoi(aoi: AOI, crs: str) -> shapely.Geometry:

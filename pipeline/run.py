@@ -32,6 +32,7 @@ from pipeline.infer import (
     blocks_in_aoi,
     composite_planes,
     items_touching,
+    load_model_here,
 )
 from pipeline.load import configure_gdal, item_offsets, load_composite
 from pipeline.mosaic import mosaic
@@ -41,6 +42,11 @@ from pipeline.search import SearchParams, format_item_table, search_items
 log = logging.getLogger(__name__)
 
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "demo-compact-nosr.safetensors"
+
+
+# Small AOIs are cut into at least this many blocks (smaller ones), so every worker of a
+# machine or small cluster has work until the end.
+MIN_BLOCKS = 16
 
 
 @dataclass
@@ -147,6 +153,7 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
             window_px=card.window_px,
             stride_px=cfg.stride,
             cells_per_chunk=cfg.cells_per_chunk,
+            min_blocks=MIN_BLOCKS,
         )
         ny, nx = grid.cell_geobox.shape
         console.print(
@@ -162,6 +169,15 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
             )
             configure_gdal(client)
             lap("cluster")
+            try:
+                client.run(load_model_here, model)
+            except Exception as exc:  # raised in a worker: any kind, one line for the user
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise LandcoverError(
+                    f"a dask worker could not load the model {model.path} ({reason}); "
+                    "workers must be able to read the model path (shared storage)"
+                ) from None
+            lap("model")
             offsets = item_offsets(items)
             items = [it for it in items if it.id in offsets]
             lap("offsets")

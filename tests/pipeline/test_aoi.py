@@ -114,6 +114,22 @@ def test_projected_coordinates_are_refused():
         parse_aoi(square(500000.0, 5000000.0, size=1000.0))
 
 
+@pytest.mark.parametrize("geometry", [
+    # one polygon whose longitude jumps from +180 to -180
+    {"type": "Polygon", "coordinates": [[[179.5, -17.0], [-179.5, -17.0], [-179.5, -16.0], [179.5, -16.0], [179.5, -17.0]]]},
+    # split at 180 as RFC 7946 asks: still one map across zones 60 and 1
+    {"type": "MultiPolygon", "coordinates": [
+        [[[179.5, -17.0], [180.0, -17.0], [180.0, -16.0], [179.5, -16.0], [179.5, -17.0]]],
+        [[[-180.0, -17.0], [-179.5, -17.0], [-179.5, -16.0], [-180.0, -16.0], [-180.0, -17.0]]],
+    ]},
+])
+def test_an_aoi_across_the_antimeridian_is_refused_with_the_fix(geometry):
+    with pytest.raises(AOIError, match="crosses the antimeridian.*map the parts east and west of 180° as two AOIs"):
+        parse_aoi(geometry)
+    west_part = {"type": "Polygon", "coordinates": [[[179.5, -17.0], [180.0, -17.0], [180.0, -16.0], [179.5, -16.0], [179.5, -17.0]]]}
+    assert parse_aoi(west_part).centre_utm_epsg == 32760
+
+
 def test_self_intersecting_polygon_is_repaired_with_a_warning(caplog):
     bowtie = {"type": "Polygon", "coordinates": [[[9.0, 45.0], [9.5, 45.5], [9.5, 45.0], [9.0, 45.5], [9.0, 45.0]]]}
     with caplog.at_level(logging.WARNING, logger="pipeline.aoi"):

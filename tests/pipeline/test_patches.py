@@ -183,3 +183,12 @@ def test_pixel_chunks_feed_map_overlap_with_whole_windows(aoi):
     assert cells.chunks == grid.cell_chunks()
     direct = window_means(image)  # the whole grid as one block
     np.testing.assert_allclose(cells.compute(), direct, rtol=1e-6)
+
+
+def test_small_grids_get_smaller_blocks_so_every_worker_has_work():
+    from pipeline.patches import balanced_cells_per_chunk
+
+    assert balanced_cells_per_chunk((92, 92), 8, min_blocks=16) == 8  # a tile: the configured size
+    assert balanced_cells_per_chunk((10, 9), 8, min_blocks=16) == 3  # the demo AOI: 4 x 3 blocks
+    assert balanced_cells_per_chunk((2, 2), 8, min_blocks=16) == 1
+    assert balanced_cells_per_chunk((10, 9), 8) == 8  # min_blocks=1: as configured
