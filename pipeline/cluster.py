@@ -8,12 +8,20 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import dask
 import psutil
 from distributed import Client, LocalCluster
 
 from pipeline.errors import LandcoverError
 
 log = logging.getLogger(__name__)
+
+# glibc malloc settings for local workers, set before each worker process starts. dask's default
+# (MALLOC_TRIM_THRESHOLD_=65536) also freezes glibc's mmap threshold at 128 KiB, so every large
+# numpy/torch buffer becomes a fresh mmap that is page-faulted in again: measured 17% slower seed
+# inference and seconds of system time per chunk. Buffers up to 32 MiB come from the heap instead,
+# which is returned to the OS once more than 128 MiB at its top is free.
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "134217728"}
 
 # Inference tasks ask for this resource when GPU workers exist (dask-cuda workers, or
 # `dask worker --resources GPU=1`), so each GPU runs one model at a time.
@@ -58,8 +66,9 @@ def connect(
             client.close()
         return
     n = local_worker_count(workers)
+    spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV}
     # Workers pin torch to one thread each so n workers use n cores without oversubscription.
-    with LocalCluster(
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}), LocalCluster(
         n_workers=n,
         threads_per_worker=1,
         processes=True,

@@ -17,6 +17,9 @@ def test_local_cluster_runs_worker_processes_and_closes_them():
         pids = set(client.run(os.getpid).values())
         assert len(pids) == 2 and os.getpid() not in pids
         assert client.submit(lambda x: x + 1, 1).result() == 2
+        # Set before the worker started (glibc reads them once): large buffers stay on the heap.
+        env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "OMP_NUM_THREADS")})
+        assert all(e == {"MALLOC_MMAP_THRESHOLD_": "33554432", "OMP_NUM_THREADS": "1"} for e in env.values())
     assert client.status == "closed"
 
 
