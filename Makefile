@@ -7,6 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 AOI ?=
 OUT ?= maps/demo
 MAP_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup map test test-fast bench demo-world weights clean help
 
@@ -36,7 +37,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 demo-world: setup
 	$(BIN)/landcover demo generate

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 # (MALLOC_TRIM_THRESHOLD_=65536) also freezes glibc's mmap threshold at 128 KiB, so every large
 # numpy/torch buffer becomes a fresh mmap that is page-faulted in again: measured 17% slower seed
 # inference and seconds of system time per chunk. Buffers up to 32 MiB come from the heap instead,
-# which is returned to the OS once more than 128 MiB at its top is free.
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "134217728"}
+# which is returned to the OS once more than 32 MiB at its top is free (as fast as 128 MiB, less
+# resident memory).
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "33554432"}
 
 # Inference tasks ask for this resource when GPU workers exist (dask-cuda workers, or
 # `dask worker --resources GPU=1`), so each GPU runs one model at a time.

@@ -46,7 +46,7 @@ DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "
 
 # Small AOIs are cut into at least this many blocks (smaller ones), so every worker of a
 # machine or small cluster has work until the end.
-MIN_BLOCKS = 16
+MIN_BLOCKS = 32
 
 
 @dataclass
@@ -191,7 +191,9 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
                 stored = chunks.get(keys[block.index]) if chunks is not None else None
                 if stored is not None:
                     results[block.index] = (block, stored)
-            todo = [b for b in blocks if b.index not in results]
+            # Biggest blocks first (dask runs them roughly in submission order), so the run does not
+            # end with one worker finishing a full block while the others idle.
+            todo = sorted((b for b in blocks if b.index not in results), key=lambda b: -int(grid.inside_aoi[b.cells].sum()))
             tasks = list(block_tasks(planes, grid, model, todo, min_clear=cfg.min_clear))
             lap("graph")
 
