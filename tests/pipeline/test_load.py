@@ -306,3 +306,23 @@ def test_the_median_equals_numpys_nanmedian_for_any_number_of_dates(dates):
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(median_composite(np.moveaxis(stack, 0, -1)), expected)
+
+
+def test_the_composite_does_not_depend_on_the_chunking_across_utm_zones(demo_world, served_world):
+    """Scenes of the neighbouring zone are reprojected chunk by chunk; with GDAL's per-window
+    kernel scale two chunkings differed by up to 0.05 reflectance (see pin_warp_scale)."""
+    from pipeline.aoi import read_aoi
+    from pipeline.search import SearchParams, search_items
+
+    aoi = read_aoi(demo_world.aoi_path)
+    params = SearchParams(source="local", stac_url=served_world.stac_url, start=dt.date(2015, 1, 1), end=dt.date(2030, 1, 1))
+    items = search_items(params, aoi)
+    assert {it.properties["proj:code"] for it in items} == {"EPSG:32632", "EPSG:32633"}
+    configure_gdal()
+    offsets = item_offsets(items)
+    with dask.config.set(scheduler="threads"):
+        big = load_composite(items, plan_grid(aoi, cells_per_chunk=8), offsets=offsets).compute()
+        small = load_composite(items, plan_grid(aoi, cells_per_chunk=3), offsets=offsets).compute()
+    for band in ("red", "green", "blue"):
+        assert np.isnan(big[band].values).sum() == np.isnan(small[band].values).sum()
+        assert np.nanmax(np.abs(big[band].values - small[band].values)) < 0.005
