@@ -221,7 +221,9 @@ def load_composite(
 
     Every spatial chunk is read with all its dates in one task per band and composited by one
     task (:func:`composite_block`), so a chunk's dates never travel between workers and the
-    graph stays a few tasks per chunk whatever the number of scenes.
+    graph stays a few tasks per chunk whatever the number of scenes. Call :func:`configure_gdal`
+    (with the client, if any) before computing it, as ``run_map`` does: it makes reprojected
+    pixels independent of the chunking.
     """
     usable = [item for item in items if item.id in offsets]
     if not usable:
