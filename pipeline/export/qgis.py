@@ -74,29 +74,39 @@ def _min_max_origin(parent: ET.Element) -> None:
         ET.SubElement(origin, tag).text = text
 
 
-def landcover_raster_style() -> ET.Element:
-    """Paletted renderer: one entry per class code with its colour and name."""
-    root = _qgis_root()
-    renderer = ET.Element("rasterrenderer", type="paletted", band="1", opacity="1", alphaBand="-1", nodataColor="")
+def _renderer(kind: str, **attrs: str) -> ET.Element:
+    """A raster renderer with the parts every kind carries (transparency, min/max origin)."""
+    renderer = ET.Element("rasterrenderer", type=kind, opacity="1", alphaBand="-1", nodataColor="", **attrs)
     ET.SubElement(renderer, "rasterTransparency")
     _min_max_origin(renderer)
-    palette = ET.SubElement(renderer, "colorPalette")
-    for code, (name, rgb) in enumerate(zip(CLASS_NAMES, CLASS_COLORS, strict=True), start=1):
-        ET.SubElement(palette, "paletteEntry", value=str(code), color=hex_color(rgb), alpha="255", label=name)
-    root.append(_raster_pipe(renderer))
+    return renderer
+
+
+def _raster_qml(renderer: ET.Element, *, smooth: bool = False) -> ET.Element:
+    """The QML document around a renderer; ``smooth`` lets QGIS resample bilinearly on zoom."""
+    root = _qgis_root()
+    pipe = _raster_pipe(renderer)
+    if smooth:
+        pipe.find("provider/resampling").attrib.update(
+            enabled="true", zoomedInResamplingMethod="bilinear", zoomedOutResamplingMethod="bilinear"
+        )
+    root.append(pipe)
     ET.SubElement(root, "blendMode").text = "0"
     return root
 
 
+def landcover_raster_style() -> ET.Element:
+    """Paletted renderer: one entry per class code with its colour and name."""
+    renderer = _renderer("paletted", band="1")
+    palette = ET.SubElement(renderer, "colorPalette")
+    for code, (name, rgb) in enumerate(zip(CLASS_NAMES, CLASS_COLORS, strict=True), start=1):
+        ET.SubElement(palette, "paletteEntry", value=str(code), color=hex_color(rgb), alpha="255", label=name)
+    return _raster_qml(renderer)
+
+
 def confidence_raster_style() -> ET.Element:
     """Single-band pseudocolour ramp over the fixed range 0..1."""
-    root = _qgis_root()
-    renderer = ET.Element(
-        "rasterrenderer", type="singlebandpseudocolor", band="1", opacity="1", alphaBand="-1",
-        classificationMin="0", classificationMax="1", nodataColor="",
-    )
-    ET.SubElement(renderer, "rasterTransparency")
-    _min_max_origin(renderer)
+    renderer = _renderer("singlebandpseudocolor", band="1", classificationMin="0", classificationMax="1")
     shader = ET.SubElement(ET.SubElement(renderer, "rastershader"), "colorrampshader")
     shader.attrib.update(
         colorRampType="INTERPOLATED", classificationMode="1", clip="0",
@@ -112,33 +122,19 @@ def confidence_raster_style() -> ET.Element:
     })
     for value, color in CONFIDENCE_RAMP:
         ET.SubElement(shader, "item", value=f"{value:g}", color=color, alpha="255", label=f"{value:.2f}")
-    root.append(_raster_pipe(renderer))
-    ET.SubElement(root, "blendMode").text = "0"
-    return root
+    return _raster_qml(renderer)
 
 
 def rgb_composite_style(max_dn: int = 3000) -> ET.Element:
     """True colour for a 3-band reflectance composite: each band stretched 0..max_dn (0.3)."""
-    root = _qgis_root()
-    renderer = ET.Element(
-        "rasterrenderer", type="multibandcolor", redBand="1", greenBand="2", blueBand="3",
-        opacity="1", alphaBand="-1", nodataColor="",
-    )
-    ET.SubElement(renderer, "rasterTransparency")
-    _min_max_origin(renderer)
+    renderer = _renderer("multibandcolor", redBand="1", greenBand="2", blueBand="3")
     for colour in ("red", "green", "blue"):
         enhancement = ET.SubElement(renderer, f"{colour}ContrastEnhancement")
         ET.SubElement(enhancement, "minValue").text = "0"
         ET.SubElement(enhancement, "maxValue").text = str(max_dn)
         ET.SubElement(enhancement, "algorithm").text = "StretchToMinimumMaximum"
-    pipe = _raster_pipe(renderer)
     # Reflectance may be smoothed when zoomed, unlike class codes.
-    pipe.find("provider/resampling").attrib.update(
-        enabled="true", zoomedInResamplingMethod="bilinear", zoomedOutResamplingMethod="bilinear"
-    )
-    root.append(pipe)
-    ET.SubElement(root, "blendMode").text = "0"
-    return root
+    return _raster_qml(renderer, smooth=True)
 
 
 def _rgba(hex_value: str) -> str:
