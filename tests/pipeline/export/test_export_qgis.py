@@ -109,3 +109,20 @@ def test_qgis_opens_every_layer_styled(exported):
     assert layers["landcover"]["type"] == "paletted"
     assert layers["confidence"]["type"] == "singlebandpseudocolor"
     assert layers["patches"]["type"] == "categorizedSymbol"
+
+
+def test_the_composite_style_is_true_colour_stretched_to_0_3_reflectance_and_smooth():
+    from pipeline.export.qgis import rgb_composite_style
+
+    style = rgb_composite_style()
+    renderer = style.find("pipe/rasterrenderer")
+    assert renderer.get("type") == "multibandcolor"
+    assert [renderer.get(f"{c}Band") for c in ("red", "green", "blue")] == ["1", "2", "3"]
+    for colour in ("red", "green", "blue"):
+        stretch = renderer.find(f"{colour}ContrastEnhancement")
+        assert (stretch.findtext("minValue"), stretch.findtext("maxValue")) == ("0", "3000")
+    assert style.find("pipe/provider/resampling").get("zoomedInResamplingMethod") == "bilinear"
+    # Class codes, by contrast, are never interpolated.
+    from pipeline.export.qgis import landcover_raster_style
+
+    assert landcover_raster_style().find("pipe/provider/resampling").get("enabled") == "false"
