@@ -73,6 +73,18 @@ def default_weights() -> Path:
     return DEMO_WEIGHTS
 
 
+def load_model_on_workers(client, model: ModelRef) -> None:
+    """Every worker loads the model now, so the first block does not pay for torch and the weights."""
+    try:
+        client.run(load_model_here, model)
+    except Exception as exc:  # raised in a worker: any kind, one line for the user
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise LandcoverError(
+            f"a dask worker could not load the model {model.path} ({reason}); "
+            "workers must be able to read the model path (shared storage)"
+        ) from None
+
+
 @contextlib.contextmanager
 def stac_endpoint(cfg: MapConfig) -> Iterator[str | None]:
     """The STAC URL to search; for the `local` source, the demo world served on loopback."""
@@ -169,15 +181,6 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
             )
             configure_gdal(client)
             lap("cluster")
-            try:
-                client.run(load_model_here, model)
-            except Exception as exc:  # raised in a worker: any kind, one line for the user
-                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-                raise LandcoverError(
-                    f"a dask worker could not load the model {model.path} ({reason}); "
-                    "workers must be able to read the model path (shared storage)"
-                ) from None
-            lap("model")
             offsets = item_offsets(items)
             items = [it for it in items if it.id in offsets]
             lap("offsets")
@@ -196,6 +199,9 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
             todo = sorted((b for b in blocks if b.index not in results), key=lambda b: -int(grid.inside_aoi[b.cells].sum()))
             tasks = list(block_tasks(planes, grid, model, todo, min_clear=cfg.min_clear))
             lap("graph")
+            if tasks:  # a run whose blocks are all stored never needs the model
+                load_model_on_workers(client, model)
+            lap("model")
 
             bar = progress.add_task("classifying chunks", total=len(blocks), completed=len(results))
             if tasks:

@@ -159,3 +159,16 @@ def test_save_composite_writes_the_imagery_that_active_learning_queries(demo_wor
     patches = load_source(spec)
     assert len(patches) == 6 and patches.images.shape == (6, 3, 32, 32)
     assert sorted(patches.labels.tolist()) == sorted(int(c) - 1 for c in labelled["guess_code"])
+
+
+def test_a_worker_that_cannot_load_the_model_is_a_one_line_error(tiny_model):
+    from pipeline.cluster import connect
+    from pipeline.errors import LandcoverError
+    from pipeline.infer import ModelRef
+    from pipeline.run import load_model_on_workers
+
+    changed = ModelRef(str(tiny_model), "0" * 64)  # the weights differ from what the client recorded
+    with connect(None, workers=1) as (client, _), pytest.raises(LandcoverError) as err:
+        load_model_on_workers(client, changed)
+    assert "could not load the model" in str(err.value) and "changed during the run" in str(err.value)
+    assert "\n" not in str(err.value)
