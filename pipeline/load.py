@@ -288,7 +288,7 @@ def composite_block(
     ``scales`` (bands, T) its DN -> reflectance scale.
     """
     *dn, scl = stacks
-    masked = np.zeros(max(int(scl.max(initial=0)), *mask_scl) + 1, dtype=bool)
+    masked = np.zeros(max([int(scl.max(initial=0)), *mask_scl]) + 1, dtype=bool)
     masked[list(mask_scl)] = True
     clear = ~masked[scl]
     for band in dn:

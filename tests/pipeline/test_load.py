@@ -326,3 +326,17 @@ def test_the_composite_does_not_depend_on_the_chunking_across_utm_zones(demo_wor
     for band in ("red", "green", "blue"):
         assert np.isnan(big[band].values).sum() == np.isnan(small[band].values).sum()
         assert np.nanmax(np.abs(big[band].values - small[band].values)) < 0.005
+
+
+def test_composite_block_masks_the_scl_classes_it_is_given_and_none_when_given_none():
+    from pipeline.load import composite_block
+
+    red = np.array([[[1000, 1000]], [[3000, 3000]]], dtype=np.uint16)  # (T=2, H=1, W=2)
+    scl = np.array([[[4, 9]], [[4, 4]]], dtype=np.uint16)  # pixel 2 is cloud (9) on date 1
+    kwargs = dict(offset_dn=np.zeros(2, np.float32), scales=np.full((1, 2), 1e-4, np.float32))
+    masked = composite_block(red, scl, mask_scl=(9,), **kwargs)
+    np.testing.assert_allclose(masked[0, 0], [0.2, 0.3])
+    np.testing.assert_array_equal(masked[1, 0], [2, 1])
+    unmasked = composite_block(red, scl, mask_scl=(), **kwargs)
+    np.testing.assert_allclose(unmasked[0, 0], [0.2, 0.2])
+    np.testing.assert_array_equal(unmasked[1, 0], [2, 2])
