@@ -6,16 +6,21 @@ import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.classes import CLASS_NAMES
+from models import __version__
+from models.bands import common_name
+from models.classes import CLASS_NAMES, NUM_CLASSES
+from models.errors import LandcoverError
 from models.profiles import Variant, get_profile
-from pipeline import __version__
-from pipeline.errors import LandcoverError
 
 Task = Literal["single-label", "multi-label"]
+# `sr-classifier`: the seed's family (models.classifier, RGB, profiles); `timm`: any timm
+# architecture in the layout of the published BigEarthNet v2 (reBEN) checkpoints (models.reben).
+Family = Literal["sr-classifier", "timm"]
 
 
 class CardError(LandcoverError):
@@ -37,7 +42,15 @@ def card_path(weights: str | os.PathLike[str]) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-class Normalisation(BaseModel):
+def model_cache(root: Path | None = None) -> Path:
+    """Where fetched and imported models live: ``$LANDCOVER_CACHE/models`` or ``~/.cache/landcover/models``."""
+    if root is not None:
+        return Path(root)
+    base = os.environ.get("LANDCOVER_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "landcover") / "models"
+
+
+class SeedNormalisation(BaseModel):
     """How reflectance becomes model input (defaults: the seed's preprocessing)."""
 
     model_config = ConfigDict(frozen=True)
@@ -53,6 +66,77 @@ class Normalisation(BaseModel):
     )
 
 
+class StandardNormalisation(BaseModel):
+    """Per-band standardisation of L2A digital numbers: ``(DN - mean) / std``, band by band.
+
+    DN are reflectance x ``dn_scale``. ``boa_offset`` says which DN the statistics were computed
+    on: ``removed`` - harmonised to the pre-04.00 convention (no +1000; what BigEarthNet v2 uses),
+    ``added`` - every scene with the +1000 offset of processing baseline >= 04.00. The pipeline
+    harmonises every scene first, so either is exact whatever baseline a scene has.
+    Pixels with no clear observation become the band mean (0 after standardisation).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["standardise"] = "standardise"
+    mean: list[float]
+    std: list[float]
+    dn_scale: float = Field(10000.0, gt=0)
+    boa_offset: Literal["removed", "added"] = "removed"
+    resize: Literal["none", "bilinear"] = "none"
+    description: str = "(DN - mean) / std per band on L2A DN without the +1000 BOA offset"
+
+    @model_validator(mode="after")
+    def _positive(self) -> StandardNormalisation:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"{len(self.mean)} means but {len(self.std)} stds")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("every std must be positive")
+        return self
+
+    @property
+    def offset_dn(self) -> float:
+        return 1000.0 if self.boa_offset == "added" else 0.0
+
+
+Normalisation = Annotated[SeedNormalisation | StandardNormalisation, Field(discriminator="kind")]
+
+
+class TimmArchitecture(BaseModel):
+    """What ``timm.create_model`` needs to rebuild the network the weights belong to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    channels: int = Field(gt=0)
+    image_size: int = Field(120, gt=0)
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+
+class ModelSource(BaseModel):
+    """Where published weights came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repo_id: str
+    revision: str = "main"
+    commit: str | None = None
+    url: str | None = None
+    licence: str | None = None
+
+
+class PublishedMetric(BaseModel):
+    """A figure the authors published for these weights, with where they said it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    value: float
+    split: str
+    source: str
+
+
 class TrainingData(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -61,33 +145,96 @@ class TrainingData(BaseModel):
 
 
 class ModelCard(BaseModel):
-    """Everything a run needs to feed a checkpoint correctly and to report what it used."""
+    """Everything a run needs to feed a checkpoint correctly and to report what it used.
 
+    ``classes`` are in the network's output order, by BigEarthNet 19-class name; map codes come
+    from the names (:attr:`class_codes`), so a model with another class order maps correctly.
+    """
+
+    family: Family = "sr-classifier"
     profile: str
     variant: Variant | None = Field(
         default=None, description="SR forward variant the weights need; None for a profile without SR"
     )
+    architecture: TimmArchitecture | None = Field(None, description="timm family: the network to build")
     task: Task = "single-label"
+    threshold: float = Field(0.5, gt=0, lt=1, description="multi-label: a class is present at or above this score")
     classes: list[str] = Field(default_factory=lambda: list(CLASS_NAMES))
     bands: list[str] = Field(default_factory=lambda: ["red", "green", "blue"])
-    normalisation: Normalisation = Field(default_factory=Normalisation)
+    resampling: Literal["bilinear", "nearest"] = Field(
+        "bilinear", description="how every band is resampled onto the 10 m grid (20 m bands, other UTM zones)"
+    )
+    normalisation: Normalisation = Field(default_factory=SeedNormalisation)
     patch_size: int = 32
     window_px: int = 120
     ground_footprint_m: float = 1200.0
     training_data: TrainingData = Field(default_factory=TrainingData)
     metrics: dict[str, float | int | str | list[float]] = Field(default_factory=dict)
+    published_metrics: list[PublishedMetric] = Field(default_factory=list)
+    source: ModelSource | None = None
+    licence: str | None = None
     sha256: str | None = None
     software_version: str = __version__
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
+    @field_validator("bands")
+    @classmethod
+    def _band_names(cls, bands: list[str]) -> list[str]:
+        names = [common_name(b) for b in bands]
+        if len(set(names)) != len(names):
+            raise ValueError(f"bands repeat: {bands}")
+        return names
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, classes: list[str]) -> list[str]:
+        unknown = [c for c in classes if c not in CLASS_NAMES]
+        if unknown:
+            raise ValueError(f"classes {unknown[:3]} are not BigEarthNet 19-class names")
+        if len(set(classes)) != len(classes):
+            raise ValueError("classes repeat")
+        return classes
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
-        profile = get_profile(self.profile)
-        if profile.super_resolution and self.variant is None:
-            raise ValueError(f"profile {self.profile!r} has an SR generator: the card must name its variant")
-        if len(self.bands) != 3:
-            raise ValueError(f"the network takes 3 bands, the card lists {len(self.bands)}")
+        if self.family == "sr-classifier":
+            profile = get_profile(self.profile)
+            if profile.super_resolution and self.variant is None:
+                raise ValueError(f"profile {self.profile!r} has an SR generator: the card must name its variant")
+            if len(self.bands) != 3:
+                raise ValueError(f"the network takes 3 bands, the card lists {len(self.bands)}")
+            if self.normalisation.kind != "seed":
+                raise ValueError("the sr-classifier family takes the seed normalisation")
+        else:
+            if self.architecture is None:
+                raise ValueError("a timm-family card must give its architecture (model_name, channels)")
+            if self.architecture.channels != len(self.bands):
+                raise ValueError(f"the network takes {self.architecture.channels} channels, the card lists "
+                                 f"{len(self.bands)} bands")
+            if self.normalisation.kind != "standardise" or len(self.normalisation.mean) != len(self.bands):
+                raise ValueError("a timm-family card needs a standardise normalisation with one mean/std per band")
         return self
+
+    @property
+    def class_codes(self) -> list[int]:
+        """Map code (1..19) of each network output, in output order."""
+        return [CLASS_NAMES.index(name) + 1 for name in self.classes]
+
+    def to_map_order(self, probs: np.ndarray) -> np.ndarray:
+        """(N, len(classes)) probabilities in output order -> (N, 19) in map-code order (0 for
+        classes the model does not know)."""
+        out = np.zeros((len(probs), NUM_CLASSES), dtype=np.float32)
+        out[:, np.array(self.class_codes) - 1] = probs
+        return out
+
+    @property
+    def model_id(self) -> str:
+        """A short id for logs and provenance: the published repo, else profile[/variant]."""
+        if self.source is not None:
+            return self.source.repo_id
+        if self.family == "timm":
+            return f"timm/{self.architecture.model_name}"  # type: ignore[union-attr]
+        return self.profile + (f"/{self.variant}" if self.variant else "")
 
     @classmethod
     def for_profile(cls, profile: str, *, variant: Variant | None = None, **fields: object) -> ModelCard:

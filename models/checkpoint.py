@@ -22,7 +22,7 @@ from torch import Tensor
 from models.card import ModelCard, TrainingData, card_path, sha256_file
 from models.classifier import SRClassifier
 from models.profiles import PROFILES, Profile, Variant, check_variant, get_profile
-from pipeline.errors import LandcoverError
+from models.errors import LandcoverError
 
 StateDict = dict[str, Tensor]
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -179,8 +179,10 @@ def load_model(
     profile's default variant; ``esrgan`` for a bare SR state_dict, which is how SR was trained).
     Without a card, one is made that says the provenance is unknown.
     """
-    state = strip_module_prefix(load_state_dict(path))
     card = read_card(path)
+    if card is not None and card.family == "timm":
+        return _load_timm(Path(path), card, device)
+    state = strip_module_prefix(load_state_dict(path))
     # Without a card, what save_model recorded inside a safetensors file still names profile and variant.
     meta = safetensors_metadata(path) if card is None else {}
     profile = profile or (card.profile if card else meta.get("profile"))
@@ -209,6 +211,15 @@ def load_model(
     else:
         card = card.model_copy(update={"profile": prof.name, "variant": var if prof.super_resolution else None})
     return model.to(device).eval(), card
+
+
+def _load_timm(path: Path, card: ModelCard, device: str | torch.device):
+    """A timm-family model (reBEN layout) as its card describes it; the card is required."""
+    from models.reben import check_loads
+
+    if card.sha256 and card.sha256 != sha256_file(path):
+        raise CheckpointError(f"{path} does not match the sha256 in its model card {card_path(path)}; the weights changed")
+    return check_loads(card, path).to(device).eval(), card
 
 
 def _num_classes(state: Mapping[str, Tensor]) -> int:

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import LandcoverError
+from models.errors import LandcoverError
 
 model_app = typer.Typer(
     help="Inspect a model and classify single patches.",

@@ -1,4 +1,8 @@
-"""Batched inference: uint8 RGB patches in, class probabilities and embeddings out.
+"""Batched inference: patches in, class probabilities and embeddings out, for either model family.
+
+The seed family (``SRClassifier``) takes uint8 RGB patches; the timm family (``TimmClassifier``,
+the reBEN layout) takes standardised multi-band windows. :meth:`Predictor.predict_reflectance`
+takes reflectance windows of the card's bands and applies whichever preprocessing the card names.
 
 Eval mode and ``torch.inference_mode`` always; channels_last memory format (faster for these
 convolutions on CPU as well as GPU); on CUDA, bf16 autocast. The batch size halves on an
@@ -10,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -18,7 +22,17 @@ from torch import Tensor
 
 from models.card import ModelCard
 from models.classifier import SRClassifier
-from models.preprocess import PatchError, from_model_output, reflectance_to_uint8, resize_windows, to_model_input
+
+if TYPE_CHECKING:
+    from models.reben import TimmClassifier
+from models.preprocess import (
+    PatchError,
+    from_model_output,
+    reflectance_to_uint8,
+    resize_windows,
+    standardise_reflectance,
+    to_model_input,
+)
 
 Precision = Literal["fp32", "bf16"]
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}
@@ -51,9 +65,9 @@ def _is_oom(e: BaseException) -> bool:
 
 
 class Predictor:
-    """Runs a loaded ``SRClassifier`` as its model card says (task, patch size, normalisation)."""
+    """Runs a loaded model as its card says (family, task, patch size, normalisation)."""
 
-    def __init__(self, model: SRClassifier, card: ModelCard, device: str | torch.device | None = None,
+    def __init__(self, model: SRClassifier | TimmClassifier, card: ModelCard, device: str | torch.device | None = None,
                  batch_size: int | None = None, precision: Precision | None = None) -> None:
         self.device = pick_device(device)
         self.card = card
@@ -79,16 +93,16 @@ class Predictor:
         if patches.dtype not in (np.uint8, torch.uint8):
             raise PatchError(f"patches must be uint8 RGB (see models.preprocess), got {patches.dtype}")
 
-    def _batched(self, patches: np.ndarray | Tensor, step: Callable[[Tensor], tuple[Tensor, ...]]) -> list[np.ndarray]:
-        """Apply ``step`` to model-input batches, halving the batch size on out-of-memory."""
-        n = len(patches)
+    def _batched(self, n: int, inputs: Callable[[int, int], Tensor],
+                 step: Callable[[Tensor], tuple[Tensor, ...]]) -> list[np.ndarray]:
+        """Apply ``step`` to model-input batches ``inputs(start, stop)``, halving the batch size on out-of-memory."""
         chunks: list[tuple[Tensor, ...]] = []
         start = 0
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                     enabled=self.precision == "bf16"):
             while start < n:
                 stop = min(start + self.batch_size, n)
-                x = to_model_input(patches[start:stop]).to(self.device).contiguous(memory_format=torch.channels_last)
+                x = inputs(start, stop).to(self.device).contiguous(memory_format=torch.channels_last)
                 try:
                     out = step(x)
                 except (torch.OutOfMemoryError, RuntimeError) as e:
@@ -104,6 +118,14 @@ class Predictor:
             return []
         return [torch.cat(parts).numpy() for parts in zip(*chunks)]
 
+    @property
+    def embedding_dim(self) -> int:
+        dim = getattr(self.model, "embedding_dim", None)
+        return int(dim) if dim is not None else self.model.profile.hidden
+
+    def _empty(self) -> Prediction:
+        return Prediction(np.zeros((0, self.model.num_classes), np.float32), np.zeros((0, self.embedding_dim), np.float32))
+
     def _classify(self, x: Tensor) -> tuple[Tensor, Tensor]:
         logits, embedding = self.model.forward_features(x)
         logits = logits.float()
@@ -111,20 +133,34 @@ class Predictor:
         return probs, embedding
 
     def predict(self, patches_uint8: np.ndarray | Tensor) -> Prediction:
-        """uint8 RGB patches (N, 3, 32, 32) -> probabilities (softmax or sigmoid per the card) + embeddings."""
+        """Seed family: uint8 RGB patches (N, 3, 32, 32) -> probabilities (softmax or sigmoid per the card) + embeddings."""
+        if self.card.family != "sr-classifier":
+            raise PatchError(f"{self.card.model_id} takes {len(self.card.bands)}-band reflectance: use predict_reflectance")
         self._check_patches(patches_uint8)
         if len(patches_uint8) == 0:
-            return Prediction(np.zeros((0, self.model.num_classes), np.float32),
-                              np.zeros((0, self.model.profile.hidden), np.float32))
-        probs, emb = self._batched(patches_uint8, self._classify)
+            return self._empty()
+        probs, emb = self._batched(len(patches_uint8), lambda a, b: to_model_input(patches_uint8[a:b]), self._classify)
         return Prediction(probs.astype(np.float32), emb.astype(np.float32))
 
-    def predict_reflectance(self, rgb: np.ndarray | Tensor) -> Prediction:
-        """Reflectance windows (N, 3, H, W) (e.g. 120 x 120 at 10 m) through the card's normalisation."""
-        return self.predict(resize_windows(reflectance_to_uint8(rgb), self.card.patch_size))
+    def predict_reflectance(self, windows: np.ndarray | Tensor) -> Prediction:
+        """Reflectance windows (N, bands, H, W) of the card's bands (e.g. 120 x 120 at 10 m) through the
+        card's normalisation. Probabilities are in the card's class order (``card.to_map_order``)."""
+        if self.card.family == "sr-classifier":
+            return self.predict(resize_windows(reflectance_to_uint8(windows), self.card.patch_size))
+        norm = self.card.normalisation
+        if len(windows) == 0:
+            return self._empty()
+
+        def inputs(a: int, b: int) -> Tensor:
+            return standardise_reflectance(windows[a:b], norm.mean, norm.std, dn_scale=norm.dn_scale,
+                                           offset_dn=norm.offset_dn, size=self.card.patch_size)
+
+        probs, emb = self._batched(len(windows), inputs, self._classify)
+        return Prediction(probs.astype(np.float32), emb.astype(np.float32))
 
     def super_resolve(self, patches_uint8: np.ndarray | Tensor) -> np.ndarray:
         """uint8 patches (N, 3, h, w) -> uint8 super-resolved images (N, 3, h*scale, w*scale)."""
         self._check_patches(patches_uint8)
-        (sr,) = self._batched(patches_uint8, lambda x: (self.model.super_resolve(x),))
+        (sr,) = self._batched(len(patches_uint8), lambda a, b: to_model_input(patches_uint8[a:b]),
+                              lambda x: (self.model.super_resolve(x),))
         return from_model_output(torch.from_numpy(sr))

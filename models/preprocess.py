@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from pipeline.errors import LandcoverError
+from models.errors import LandcoverError
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 
@@ -77,3 +77,23 @@ def from_model_output(image: Tensor) -> np.ndarray:
 def preprocess_reflectance(rgb: np.ndarray | Tensor, patch_size: int = 32) -> Tensor:
     """The whole seed chain: reflectance windows -> model input (N, 3, patch_size, patch_size)."""
     return to_model_input(resize_windows(reflectance_to_uint8(rgb), patch_size))
+
+
+def standardise_reflectance(windows: np.ndarray | Tensor, mean: list[float], std: list[float], *,
+                            dn_scale: float = 10000.0, offset_dn: float = 0.0, size: int | None = None) -> Tensor:
+    """Reflectance windows (N, C, H, W) -> float32 ``(DN - mean) / std`` per band, the timm family's input.
+
+    DN = reflectance x ``dn_scale`` + ``offset_dn`` (the pipeline's reflectance is harmonised, so
+    this rebuilds the DN convention the statistics were computed on). NaN (never clear) becomes
+    the band mean, i.e. 0. ``size`` resizes bilinearly (antialiased) when the window is not the
+    network's input size.
+    """
+    t = torch.as_tensor(windows, dtype=torch.float32)
+    if t.ndim != 4 or t.shape[1] != len(mean):
+        raise PatchError(f"windows must be shaped (N, {len(mean)}, H, W) for this model's bands, got {tuple(t.shape)}")
+    m = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[None, :, None, None]
+    x = torch.nan_to_num((t * dn_scale + offset_dn - m) / s, nan=0.0, posinf=0.0, neginf=0.0)
+    if size is not None and x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.errors import LandcoverError
+from models.errors import LandcoverError
 
 Backbone = Literal["resnet18-half", "resnet18", "resnet34", "resnet50"]
 Variant = Literal["esrgan", "seed-classifier"]

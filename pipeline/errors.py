@@ -1,8 +1,12 @@
-"""Errors a user sees as one line (the CLI prints ``error: <message>`` and exits non-zero)."""
+"""Errors a user sees as one line (the CLI prints ``error: <message>`` and exits non-zero).
 
+The base, :class:`LandcoverError`, lives in :mod:`models.errors` (models/ never imports
+pipeline/) and is re-exported here, so ``except LandcoverError`` catches errors of either package.
+"""
 
-class LandcoverError(Exception):
-    """Base of errors shown to users as one line: say what is wrong and how to fix it."""
+from models.errors import LandcoverError
+
+__all__ = ["AOIError", "LandcoverError", "LoadError", "OutputError", "SearchError"]
 
 
 class AOIError(LandcoverError):

@@ -101,13 +101,11 @@ def classify_block(
 ) -> np.ndarray:
     """(bands + 1, H, W) composite planes + (cy, cx) AOI mask -> (20, cy, cx) float32.
 
-    ``planes`` holds the reflectance of the model's bands, then the clear-observation count
+    ``planes`` holds the reflectance of the model card's bands, then the clear-observation count
     (pixels with none are not clear). Cells outside the AOI or with too little clear data are
     not sent to the model (NaN probs).
     """
-    from models.preprocess import reflectance_to_uint8, resize_windows
-
-    rgb, clear = planes[:-1], planes[-1] > 0
+    bands, clear = planes[:-1], planes[-1] > 0
     cy, cx = inside.shape
     frac = clear_fraction(clear, window_px, stride_px, margin_px)
     out = np.full((N_PLANES, cy, cx), np.nan, dtype=np.float32)
@@ -115,10 +113,10 @@ def classify_block(
     todo = (inside & (frac >= min_clear)).ravel()
     if not todo.any():
         return out
-    windows = cut_windows(rgb, window_px, stride_px, margin_px)[todo]
+    windows = cut_windows(bands, window_px, stride_px, margin_px)[todo]
     predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
-    lowres = resize_windows(reflectance_to_uint8(windows), predictor.card.patch_size)
-    probs = predictor.predict(lowres).probs
+    # The card's preprocessing (seed RGB or per-band standardisation), then its class order -> map codes.
+    probs = predictor.card.to_map_order(predictor.predict_reflectance(windows).probs)
     planes = np.full((cy * cx, NUM_CLASSES), np.nan, dtype=np.float32)
     planes[todo] = probs
     out[:NUM_CLASSES] = planes.T.reshape(NUM_CLASSES, cy, cx)

@@ -210,6 +210,7 @@ def load_composite(
     offsets: Mapping[str, int],
     bands: Sequence[str] = ("red", "green", "blue"),
     mask_scl: Sequence[int] = MASK_SCL,
+    resampling: str = "bilinear",
 ) -> xr.Dataset:
     """Lazy median composite of clear reflectance on ``grid.pixel_geobox``.
 
@@ -242,7 +243,8 @@ def load_composite(
             chunks={"time": len(usable), "y": load_chunk, "x": load_chunk},
             # One time slice per item, in the order given, so slice k takes items[k]'s offset.
             groupby=_own_slice,
-            resampling={"scl": "nearest", "*": "bilinear"},
+            # The model card decides (reBEN upsamples 20 m bands with nearest); classes never blend.
+            resampling={"scl": "nearest", "*": resampling},
             nodata=NODATA_DN,
             # One dtype for all: SCL fits in uint16, and odc-loader 0.5 mis-sizes chunks given a per-band dict.
             dtype="uint16",
@@ -261,7 +263,7 @@ def load_composite(
         new_axis=0,
         chunks=((len(bands) + 1,), *raw["scl"].data.chunks[1:]),
         dtype=np.float32,
-        name=f"composite-{dask.base.tokenize(raw['scl'].data.name, offset_dn, scales, tuple(mask_scl), bands)}",
+        name=f"composite-{dask.base.tokenize(*(raw[b].data.name for b in (*bands, 'scl')), offset_dn, scales, tuple(mask_scl))}",
     ).rechunk({1: ychunks, 2: xchunks})
 
     coords = {"y": raw.y, "x": raw.x, "spatial_ref": raw.spatial_ref}

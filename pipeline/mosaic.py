@@ -32,6 +32,9 @@ class ClassMap:
     clear_fraction: float32 (ny, nx) share of clear observations the cell was made from.
     valid: bool (ny, nx) cells that carry a class.
     multi_label: whether probabilities are independent sigmoid scores rather than a softmax.
+    probs: float32 (19, ny, nx) every class's probability in code order (plane k = code k + 1);
+    NaN at nodata. None for maps made without them.
+    threshold: multi-label: a class is present in a cell when its score is at least this.
     """
 
     classes: np.ndarray
@@ -41,6 +44,8 @@ class ClassMap:
     clear_fraction: np.ndarray
     valid: np.ndarray
     multi_label: bool = False
+    probs: np.ndarray | None = None
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         shape = self.classes.shape
@@ -49,9 +54,24 @@ class ClassMap:
         for name in ("confidence", "clear_fraction", "valid"):
             if getattr(self, name).shape != shape:
                 raise ValueError(f"ClassMap.{name} has shape {getattr(self, name).shape}, expected {shape}")
-        for name in ("top_codes", "top_probs"):
-            if getattr(self, name).shape[1:] != shape:
-                raise ValueError(f"ClassMap.{name} has shape {getattr(self, name).shape}, expected (k, *{shape})")
+        for name in ("top_codes", "top_probs", "probs"):
+            value = getattr(self, name)
+            if value is not None and value.shape[1:] != shape:
+                raise ValueError(f"ClassMap.{name} has shape {value.shape}, expected (k, *{shape})")
+
+    def labels(self) -> np.ndarray:
+        """bool (19, ny, nx): the classes present in each valid cell. Multi-label: every class
+        scoring at least ``threshold`` (the mapped class always, so no valid cell is empty);
+        single-label: the mapped class alone."""
+        ny, nx = self.shape
+        present = np.zeros((NUM_CLASSES, ny, nx), dtype=bool)
+        if self.multi_label and self.probs is not None:
+            with np.errstate(invalid="ignore"):
+                present |= self.probs >= self.threshold
+        rows, cols = np.nonzero(self.valid)
+        present[self.classes[rows, cols].astype(int) - 1, rows, cols] = True
+        present[:, ~self.valid] = False
+        return present
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -69,6 +89,7 @@ def mosaic(
     *,
     min_clear: float = 0.5,
     multi_label: bool = False,
+    threshold: float = 0.5,
 ) -> ClassMap:
     """Turn class probabilities per cell into a ClassMap.
 
@@ -95,6 +116,8 @@ def mosaic(
 
     top_codes[:, ~valid] = NODATA_CODE
     top_probs[:, ~valid] = np.nan
+    all_probs = probs.copy()
+    all_probs[:, ~valid] = np.nan
     return ClassMap(
         classes=top_codes[0].copy(),
         confidence=top_probs[0].copy(),
@@ -103,6 +126,8 @@ def mosaic(
         clear_fraction=clear_fraction,
         valid=valid,
         multi_label=multi_label,
+        probs=all_probs,
+        threshold=threshold,
     )
 
 

@@ -85,6 +85,26 @@ def load_model_on_workers(client, model: ModelRef) -> None:
         ) from None
 
 
+def resolve_model(model: Path | None) -> Path:
+    """The weights a run uses: a path, or the repo id of a model `landcover model fetch` installed
+    (``BIFOLD-BigEarthNetv2-0/resnet50-s2-v0.2.0``, its ``main`` revision), or the demo weights."""
+    if model is None:
+        return default_weights().resolve()
+    if model.exists():
+        return model.resolve()
+    from models.card import model_cache
+
+    text = str(model)
+    repo, _, revision = text.partition("@")
+    cached = model_cache() / repo / (revision or "main") / "model.safetensors"
+    if repo.count("/") == 1 and cached.is_file():
+        return cached
+    raise LandcoverError(
+        f"model {text} not found: pass --model PATH to a .safetensors/.pt file with its card beside it, or the repo id "
+        f"of a model installed by `landcover model fetch REPO_ID` / `landcover model import FOLDER`"
+    )
+
+
 @contextlib.contextmanager
 def stac_endpoint(cfg: MapConfig) -> Iterator[str | None]:
     """The STAC URL to search; for the `local` source, the demo world served on loopback."""
@@ -129,14 +149,12 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
     aoi: AOI = read_aoi(cfg.aoi)
     # Refused before any work; export checks again when it writes.
     check_out_dir(cfg.out, marker="landcover.tif", overwrite=cfg.overwrite)
-    model_path = (cfg.model or default_weights()).resolve()
-    if not model_path.exists():
-        raise LandcoverError(f"model weights {model_path} not found; pass --model PATH to a .safetensors/.pt file")
+    model_path = resolve_model(cfg.model)
     card = ModelCard.read(card_path(model_path)) if card_path(model_path).exists() else None
     if card is None:
         raise LandcoverError(f"model card {card_path(model_path)} not found beside the weights; a map needs the card's bands and patch size")
     model = ModelRef(str(model_path), sha256_file(model_path), cfg.device, cfg.batch_size)
-    model_id = card.profile + (f"/{card.variant}" if card.variant else "")
+    model_id = card.model_id
     console.print(
         f"AOI {cfg.aoi.name}: {aoi.area_km2:,.1f} km², UTM zones {', '.join(map(str, aoi.utm_epsgs))}; "
         f"model {model_id} ({'synthetic demo weights' if card.training_data.synthetic else 'weights'} sha256 {model.sha256[:12]})"
@@ -181,11 +199,11 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
             )
             configure_gdal(client)
             lap("cluster")
-            offsets = item_offsets(items)
+            offsets = item_offsets(items, bands=card.bands)  # every band the model needs is probed
             items = [it for it in items if it.id in offsets]
             lap("offsets")
 
-            ds = load_composite(items, grid, offsets=offsets, bands=tuple(card.bands))
+            ds = load_composite(items, grid, offsets=offsets, bands=tuple(card.bands), resampling=card.resampling)
             planes = composite_planes(ds, card.bands)
             blocks = blocks_in_aoi(grid)
             keys = {b.index: block_key(b, grid, items_touching(b, grid, items), model, cfg.min_clear) for b in blocks}
@@ -220,7 +238,7 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
             cell_planes = assemble(grid, results)
             class_map = mosaic(
                 cell_planes[:NUM_CLASSES], cell_planes[NUM_CLASSES], grid.inside_aoi,
-                min_clear=cfg.min_clear, multi_label=card.task == "multi-label",
+                min_clear=cfg.min_clear, multi_label=card.task == "multi-label", threshold=card.threshold,
             )
             lap("mosaic")
             provenance = Provenance(

@@ -34,6 +34,7 @@ __all__ = ["ExportedFiles", "Provenance", "export_map"]
 LANDCOVER_TIF = "landcover.tif"
 LANDCOVER_AUX = "landcover.tif.aux.xml"
 CONFIDENCE_TIF = "confidence.tif"
+PROBABILITIES_TIF = "probabilities.tif"
 GEOPACKAGE = "landcover.gpkg"
 LANDCOVER_QML = "landcover.qml"
 CONFIDENCE_QML = "confidence.qml"
@@ -52,6 +53,7 @@ class ExportedFiles:
     landcover: Path
     landcover_aux: Path
     confidence: Path
+    probabilities: Path
     geopackage: Path
     landcover_qml: Path
     confidence_qml: Path
@@ -70,6 +72,7 @@ _ASSETS: dict[str, tuple[str, str, list[str]]] = {
     "landcover": (LANDCOVER_TIF, "Land-cover class codes (COG, 0 = no data)", ["data"]),
     "landcover_aux": (LANDCOVER_AUX, "GDAL sidecar: category names and attribute table", ["metadata"]),
     "confidence": (CONFIDENCE_TIF, "Probability of the mapped class (COG)", ["data", "quality"]),
+    "probabilities": (PROBABILITIES_TIF, "Probability of every class, one band per class code (COG)", ["data"]),
     "landcover_gpkg": (GEOPACKAGE, "Class polygons, patch grid and scene footprints", ["data"]),
     "landcover_qml": (LANDCOVER_QML, "QGIS style of landcover.tif", ["style"]),
     "confidence_qml": (CONFIDENCE_QML, "QGIS style of confidence.tif", ["style"]),
@@ -128,6 +131,10 @@ def export_map(
             raster.write_confidence_cog(staging.path(CONFIDENCE_TIF), class_map, cell_geobox, provenance)
             done(CONFIDENCE_TIF)
 
+            current = PROBABILITIES_TIF
+            raster.write_probability_cog(staging.path(PROBABILITIES_TIF), class_map, cell_geobox, provenance)
+            done(PROBABILITIES_TIF)
+
             if composite is not None:
                 current = COMPOSITE_TIF
                 composite(staging.path(COMPOSITE_TIF))
@@ -180,6 +187,7 @@ def export_map(
         landcover=finals[LANDCOVER_TIF],
         landcover_aux=finals[LANDCOVER_AUX],
         confidence=finals[CONFIDENCE_TIF],
+        probabilities=finals[PROBABILITIES_TIF],
         geopackage=finals[GEOPACKAGE],
         landcover_qml=finals[LANDCOVER_QML],
         confidence_qml=finals[CONFIDENCE_QML],

@@ -49,14 +49,14 @@ def class_tags(provenance: Provenance) -> dict[str, str]:
     }
 
 
-def _cog_profile(geobox: GeoBox, dtype: str, nodata: float, resampling: str, predictor: str) -> dict:
+def _cog_profile(geobox: GeoBox, dtype: str, nodata: float, resampling: str, predictor: str, count: int = 1) -> dict:
     ny, nx = geobox.shape
     block = block_size((ny, nx))
     return {
         "driver": "COG",
         "width": nx,
         "height": ny,
-        "count": 1,
+        "count": count,
         "dtype": dtype,
         "crs": geobox.crs.to_wkt(),
         "transform": geobox.affine,
@@ -90,6 +90,26 @@ def write_confidence_cog(path: Path, class_map: ClassMap, geobox: GeoBox, proven
             MODEL_ID=provenance.model_id,
             SYNTHETIC_MODEL=str(provenance.synthetic_model).lower(),
             CONFIDENCE=kind,
+        )
+
+
+def write_probability_cog(path: Path, class_map: ClassMap, geobox: GeoBox, provenance: Provenance) -> None:
+    """float32 probability of every class, one band per class in code order (band k = code k),
+    named by class; NaN = nodata; AVERAGE overviews. The layout Dynamic World ships."""
+    if class_map.probs is None:
+        raise ValueError("the class map carries no per-class probabilities; build it with pipeline.mosaic.mosaic")
+    profile = _cog_profile(geobox, "float32", float("nan"), "AVERAGE", "YES", count=len(CLASS_NAMES))
+    kind = "sigmoid score" if class_map.multi_label else "softmax probability"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(class_map.probs.astype(np.float32))
+        for code, name in enumerate(CLASS_NAMES, start=1):
+            dst.set_band_description(code, name)
+            dst.update_tags(code, CLASS_CODE=str(code), CLASS_NAME=name)
+        dst.update_tags(
+            MODEL_ID=provenance.model_id,
+            SYNTHETIC_MODEL=str(provenance.synthetic_model).lower(),
+            PROBABILITY=kind,
+            **({"MULTI_LABEL_THRESHOLD": f"{class_map.threshold:g}"} if class_map.multi_label else {}),
         )
 
 

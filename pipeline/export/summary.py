@@ -82,6 +82,7 @@ def map_summary(
         "mean_confidence": float(np.mean(class_map.confidence[class_map.valid])) if valid else None,
         "confidence": "sigmoid score" if class_map.multi_label else "softmax probability",
         "classes": [asdict(s) for s in stats],
+        **({"labels": label_presence(class_map, geobox)} if class_map.multi_label else {}),
         "scenes": scenes,
         "model": {
             "id": provenance.model_id,
@@ -89,4 +90,19 @@ def map_summary(
             "synthetic": provenance.synthetic_model,
         },
         "software_version": provenance.software_version,
+    }
+
+
+def label_presence(class_map: ClassMap, geobox: GeoBox) -> dict[str, Any]:
+    """Multi-label maps: in how many cells (and how much area) each class is present at all,
+    whether or not it is the mapped class."""
+    area = cell_area_m2(geobox) / SQUARE_METRES_PER_HECTARE
+    counts = class_map.labels().sum(axis=(1, 2))
+    return {
+        "threshold": class_map.threshold,
+        "classes": [
+            {"code": code, "name": class_name(code), "cells": int(counts[code - 1]), "area_ha": float(counts[code - 1] * area)}
+            for code in range(1, len(CLASS_NAMES) + 1)
+            if counts[code - 1] > 0
+        ],
     }

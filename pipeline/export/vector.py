@@ -75,6 +75,15 @@ def patch_cells(class_map: ClassMap, geobox: GeoBox) -> gpd.GeoDataFrame:
     for k in range(TOP_K):
         data[f"top{k + 1}_class"] = [class_name(int(c)) for c in class_map.top_codes[k, rows, cols]]
         data[f"top{k + 1}_prob"] = class_map.top_probs[k, rows, cols].astype("float64")
+    if class_map.multi_label:
+        # Every class the model finds present (score >= the card's threshold), best first.
+        present = class_map.labels()[:, rows, cols]
+        scores = class_map.probs[:, rows, cols] if class_map.probs is not None else present.astype(np.float32)
+        order = np.argsort(-np.nan_to_num(scores, nan=-1.0), axis=0, kind="stable")
+        codes_per_cell = [[int(c) + 1 for c in order[:, i] if present[c, i]] for i in range(len(rows))]
+        data["labels"] = ["; ".join(class_name(c) for c in codes) for codes in codes_per_cell]
+        data["label_codes"] = [",".join(map(str, codes)) for codes in codes_per_cell]
+        data["label_count"] = np.array([len(codes) for codes in codes_per_cell], dtype="int32")
     data["clear_fraction"] = class_map.clear_fraction[rows, cols].astype("float64")
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(boxes, crs=_crs(geobox)))
 

@@ -11,7 +11,7 @@ from pipeline.errors import OutputError
 from pipeline.export import export_map, vector
 
 EXPECTED = {
-    "landcover.tif", "landcover.tif.aux.xml", "confidence.tif", "landcover.gpkg", "landcover.qml",
+    "landcover.tif", "landcover.tif.aux.xml", "confidence.tif", "probabilities.tif", "landcover.gpkg", "landcover.qml",
     "confidence.qml", "landcover.qgz", "item.json", "quicklook.png", "summary.json",
 }
 
