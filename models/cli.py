@@ -168,7 +168,91 @@ def info(
         raise _fail(e) from None
     out = Console()
     out.print(_card_table(card))
-    out.print(_params_table(count_parameters(model)))
+    if card.family == "timm":
+        total = sum(p.numel() for p in model.parameters())
+        out.print(_params_table({"sr": 0, "backbone": total - _head_parameters(model), "head": _head_parameters(model),
+                                 "total": total}))
+    else:
+        out.print(_params_table(count_parameters(model)))
+
+
+def _head_parameters(model) -> int:
+    return sum(p.numel() for p in model.net.get_classifier().parameters())
+
+
+_CACHE_OPTION = typer.Option(None, "--cache-dir", help="Model cache (default: $LANDCOVER_CACHE/models or ~/.cache/landcover/models).")
+_BAND_ORDER_OPTION = typer.Option(
+    None, "--band-order", help="v0.2 | v0.1: the release whose band order the weights take (default: from the repo name)."
+)
+
+
+def _report_installed(weights: Path) -> None:
+    """The installed weights path on stdout (for scripts); what it is on stderr."""
+    from models.card import card_path
+    from models.checkpoint import read_card
+
+    card = read_card(weights)
+    err = Console(stderr=True)
+    if card is not None:
+        from models.bands import band_id
+
+        bands = ",".join(band_id(b) for b in card.bands)
+        metrics = "; ".join(f"{m.name} {m.value:g} ({m.split})" for m in card.published_metrics) or "none published"
+        err.print(f"installed {card.model_id} ({card.architecture.model_name if card.architecture else card.profile}, "
+                  f"{card.licence or 'licence unknown'}): bands {bands}, {len(card.classes)} classes {card.task}, "
+                  f"window {card.window_px} px; published metrics: {metrics}; card {card_path(weights)}",
+                  highlight=False, soft_wrap=True)
+    typer.echo(str(weights))
+
+
+@model_app.command("fetch")
+def fetch(
+    repo_id: str = typer.Argument(..., help="Hub model repo, e.g. BIFOLD-BigEarthNetv2-0/resnet50-s2-v0.2.0."),
+    revision: Optional[str] = typer.Option(None, help="Branch, tag or commit (default: main)."),
+    band_order: Optional[str] = _BAND_ORDER_OPTION,
+    cache_dir: Optional[Path] = _CACHE_OPTION,
+) -> None:
+    """Download a BigEarthNet v2 (reBEN) classifier from the Hugging Face Hub ($HF_ENDPOINT) and install it
+    with its model card; prints the weights path to pass as `landcover map --model`."""
+    from models.card import model_cache
+    from models.hub import download_checkpoint
+    from models.reben import install_checkpoint
+
+    try:
+        root = model_cache(cache_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as tmp:
+            got = download_checkpoint(repo_id, revision, dest=Path(tmp) / "download")
+            weights = install_checkpoint(got.folder, repo_id=got.repo_id, revision=got.revision, commit=got.commit,
+                                         band_order_release=band_order, cache=root)
+    except OSError as e:
+        raise _fail(LandcoverError(f"cannot write the model cache {cache_dir or model_cache()}: {e.strerror}; "
+                                   "set LANDCOVER_CACHE or --cache-dir to a writable folder")) from None
+    except LandcoverError as e:
+        raise _fail(e) from None
+    _report_installed(weights)
+
+
+@model_app.command("import")
+def import_folder(
+    folder: Path = typer.Argument(..., help="A folder with config.json and model.safetensors (e.g. a Hub snapshot)."),
+    repo_id: Optional[str] = typer.Option(None, help="The repo it came from (default: from the folder's name)."),
+    revision: str = typer.Option("main", help="The revision it is (default: main)."),
+    band_order: Optional[str] = _BAND_ORDER_OPTION,
+    cache_dir: Optional[Path] = _CACHE_OPTION,
+) -> None:
+    """Install a reBEN checkpoint downloaded elsewhere (checked, with its model card); prints the weights path."""
+    from models.reben import guess_origin, install_checkpoint
+
+    try:
+        guessed_repo, commit = guess_origin(folder)
+        weights = install_checkpoint(folder, repo_id=repo_id or guessed_repo, revision=revision, commit=commit,
+                                     band_order_release=band_order, cache=cache_dir)
+    except OSError as e:
+        raise _fail(LandcoverError(f"cannot install {folder}: {e.strerror}; check the folder and the model cache")) from None
+    except LandcoverError as e:
+        raise _fail(e) from None
+    _report_installed(weights)
 
 
 @model_app.command("predict")
@@ -188,6 +272,9 @@ def predict(
 
     try:
         model, card = load_model(path, profile=profile, variant=variant)
+        if card.family != "sr-classifier":
+            raise ImageError(f"{card.model_id} takes {len(card.bands)} bands, not an RGB patch: map an area with "
+                             f"`landcover map --model {path}` instead")
         predictor = Predictor(model, card, device=device, batch_size=1)
         patch = read_patch(image, card.patch_size)
         if save_sr is not None and model.sr_model is None:

@@ -185,6 +185,31 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
+def check_modality(repo_id: str, channels: int) -> None:
+    """Refuse what this tool cannot feed: ``s1`` (VV, VH) and ``all`` (VV, VH + 10 S2 bands) models."""
+    name = repo_id.rsplit("/", 1)[-1]
+    modality = re.search(r"-(s1|s2|all)-", f"-{name}-")
+    kind = modality.group(1) if modality else None
+    if kind in ("s1", "all") or channels in (2, 12):
+        label = kind or ("s1" if channels == 2 else "all")
+        raise RebenError(
+            f"{repo_id} is an '{label}' model ({channels} channels): it needs Sentinel-1 VV/VH bands, which this tool "
+            f"does not load; use a Sentinel-2 model (-s2-, 10 channels), e.g. {ORGANISATION}/resnet50-s2-v0.2.0"
+        )
+    if channels != S2_CHANNELS:
+        raise RebenError(f"{repo_id} takes {channels} channels; the BigEarthNet v2 Sentinel-2 models take 10")
+
+
+def weights_channels(config: Mapping[str, Any], state: Mapping[str, Tensor]) -> int | None:
+    """Input channels of the weights' first convolution (None if the weights lack it)."""
+    arch = TimmArchitecture(model_name=str(config["timm_model_name"]), channels=int(config.get("channels") or 1),
+                            image_size=int(config.get("image_size", 120)))
+    own = build_network(arch, int(config.get("classes", 19))).state_dict()
+    first = next((k for k, v in own.items() if v.ndim == 4), None)
+    weight = state.get(PREFIX + first) if first else None
+    return int(weight.shape[1]) if weight is not None and weight.ndim == 4 else None
+
+
 def card_from_config(
     config: Mapping[str, Any],
     *,
@@ -195,14 +220,7 @@ def card_from_config(
 ) -> ModelCard:
     """The model card of a published reBEN checkpoint, made from its ``config.json``."""
     channels = int(config.get("channels", 0))
-    name = repo_id.rsplit("/", 1)[-1]
-    modality = re.search(r"-(s1|s2|all)-", f"-{name}-")
-    if channels != S2_CHANNELS or (modality and modality.group(1) != "s2"):
-        kind = modality.group(1) if modality else f"{channels}-channel"
-        raise RebenError(
-            f"{repo_id} is an '{kind}' model ({channels} channels): it needs Sentinel-1 VV/VH bands, which this tool "
-            f"does not load; use a Sentinel-2 model (-s2-, 10 channels), e.g. {ORGANISATION}/resnet50-s2-v0.2.0"
-        )
+    check_modality(repo_id, channels)
     classes = int(config.get("classes", len(REBEN_CLASSES)))
     if classes != len(REBEN_CLASSES):
         raise RebenError(f"{repo_id} predicts {classes} classes; the BigEarthNet v2 models predict 19")
@@ -234,7 +252,7 @@ def card_from_config(
                         f"(published by TU Berlin as {repo_id})",
             synthetic=False,
         ),
-        published_metrics=PUBLISHED_METRICS.get(name, []),
+        published_metrics=PUBLISHED_METRICS.get(repo_id.rsplit("/", 1)[-1], []),
         source=ModelSource(repo_id=repo_id, revision=revision, commit=commit,
                            url=f"https://huggingface.co/{repo_id}", licence="MIT"),
         licence="MIT",
@@ -256,6 +274,18 @@ def check_loads(card: ModelCard, weights: Path) -> TimmClassifier:
     model = TimmClassifier(card.architecture, len(card.classes))
     load_timm_weights(model, load_reben_state(weights), what=str(weights))
     return model.eval()
+
+
+def guess_origin(folder: Path) -> tuple[str, str | None]:
+    """(repo id, commit) of a downloaded folder: a Hub cache snapshot
+    (``models--ORG--NAME/snapshots/<commit>``) says both; a plain folder is taken to be named after
+    its repo in the reBEN organisation."""
+    folder = Path(folder).resolve()
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        parts = folder.parent.parent.name.split("--")[1:]
+        if len(parts) == 2:
+            return "/".join(parts), folder.name
+    return f"{ORGANISATION}/{folder.name}", None
 
 
 def install_checkpoint(
@@ -283,8 +313,18 @@ def install_checkpoint(
     repo_id = repo_id or f"{ORGANISATION}/{folder.name}"
     if repo_id.count("/") != 1:
         raise RebenError(f"repo id {repo_id!r} is not ORGANISATION/NAME")
-    card = card_from_config(read_config(folder / "config.json"), repo_id=repo_id, revision=revision,
-                            commit=commit, band_order_release=band_order_release)
+    config = read_config(folder / "config.json")
+    name = repo_id.rsplit("/", 1)[-1]
+    if re.search(r"-(s1|all)-", f"-{name}-"):  # say so before reading megabytes of weights
+        check_modality(repo_id, int(config.get("channels", 0)))
+    said, found = int(config.get("channels", 0)), weights_channels(config, load_reben_state(weights))
+    if found is not None and found != said:
+        raise RebenError(
+            f"{folder / 'config.json'} says {said} channels but the weights in model.safetensors take {found}: "
+            "the config.json belongs to another checkpoint; use the one published with the weights"
+        )
+    card = card_from_config(config, repo_id=repo_id, revision=revision, commit=commit,
+                            band_order_release=band_order_release)
     check_loads(card, weights)
     dest = model_cache(cache) / repo_id / revision
     dest.mkdir(parents=True, exist_ok=True)
