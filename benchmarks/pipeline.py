@@ -8,7 +8,11 @@ Each map runs with the given weights (default: the demo weights) and, on the dem
 --full-tile) a 24 km square of the tile, also with the seed architecture (RFB-ESRGAN x8 +
 ResNet50, random weights: speed does not depend on the values), so the overhead is shown both for
 a light model, where reading and compositing the scenes dominate, and for the model the pipeline
-is built around. "load+infer" excludes the "model" stage in which every worker loads the model.
+is built around. The demo AOI is also mapped with the BigEarthNet v2 (reBEN) resnet50 layout
+(random weights written as the published config.json + model.safetensors and installed as
+`landcover model fetch` installs them; 10 bands at 120 px), whose model-only figure runs the
+installed checkpoint through the predictor, standardisation included. "load+infer" excludes the
+"model" stage in which every worker loads the model.
 
 Each map runs in a fresh child process, as `landcover map` would; peak RSS is the sum over that
 process and its children (dask workers, demo servers), sampled every 0.2 s, so the torch this
@@ -23,6 +27,7 @@ import json
 import multiprocessing
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -111,32 +116,62 @@ def random_seed_model(folder: Path) -> Path:
     return path
 
 
+def random_reben_model(folder: Path) -> Path:
+    """The reBEN resnet50 layout with random weights: published-style files, installed with their card
+    (throughput only)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from benchmarks.models import REBEN_CONFIG, REBEN_REPO
+    from models.reben import PREFIX, install_checkpoint
+
+    download = folder / "reben-download"
+    download.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = timm.create_model(REBEN_CONFIG["timm_model_name"], pretrained=False, num_classes=REBEN_CONFIG["classes"],
+                            in_chans=REBEN_CONFIG["channels"])
+    save_file({PREFIX + k: v.contiguous() for k, v in net.state_dict().items()}, download / "model.safetensors")
+    (download / "config.json").write_text(json.dumps(REBEN_CONFIG))
+    return install_checkpoint(download, repo_id=REBEN_REPO, cache=folder / "cache")
+
+
+# Random-weight architectures mapped on the demo AOI besides the given weights: name -> (how to
+# write the checkpoint, model-only batch size and timed batches on CPU). Rows "<name>_demo_aoi".
+RANDOM_MODELS: dict[str, tuple[Callable[[Path], Path], int, int]] = {
+    "seed": (random_seed_model, 8, 3),
+    "reben": (random_reben_model, 16, 3),
+}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full-tile", action="store_true", help="also map one full 10,980 px tile")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--model", type=Path, default=DEMO_WEIGHTS)
-    parser.add_argument("--no-seed", action="store_true", help="skip the seed-architecture run on the demo AOI")
+    parser.add_argument("--no-seed", action="store_true", help="skip the seed-architecture runs")
+    parser.add_argument("--no-reben", action="store_true", help="skip the reBEN resnet50 run on the demo AOI")
     args = parser.parse_args(argv)
     # Imported here, not at the top: each map runs in a spawned child that re-imports this
     # module, and torch there would add ~0.5 GiB to the peak RSS a real `landcover map` never has.
-    from benchmarks.models import model_patches_per_second
-    from models.card import ModelCard
-    from models.card import card_path
+    from benchmarks.models import model_only_patches_per_second
     from pipeline.cluster import local_worker_count
     from pipeline.demo import generate_world, serve_world
 
     console = Console()
     workers = local_worker_count(args.workers)
-    profile = ModelCard.read(card_path(args.model)).profile
-    model_only = model_patches_per_second(profile, 32, "cpu", part="both", batches=6)
+    model_only = model_only_patches_per_second(args.model, 32, batches=6)
     figures = {"model_only/patches_per_s": round(model_only, 2), "workers": workers}
     world = generate_world()
     figures |= bench_map(world.aoi_path, args.model, "demo_aoi", workers)
-    if not args.no_seed:
-        figures["seed_model_only/patches_per_s"] = round(model_patches_per_second("seed", 8, "cpu", part="both", batches=3), 2)
+    for name, (write_model, batch, batches) in RANDOM_MODELS.items():
+        if getattr(args, f"no_{name}"):
+            continue
         with tempfile.TemporaryDirectory() as tmp:
-            figures |= bench_map(world.aoi_path, random_seed_model(Path(tmp)), "seed_demo_aoi", workers)
+            path = write_model(Path(tmp))
+            rate = model_only_patches_per_second(path, batch, batches=batches)
+            figures[f"{name}_model_only/patches_per_s"] = round(rate, 2)
+            figures |= bench_map(world.aoi_path, path, f"{name}_demo_aoi", workers)
     if args.full_tile:
         big = generate_world(size_px=10980, progress=True)
         with tempfile.TemporaryDirectory() as tmp, serve_world(big) as served:
@@ -148,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for label, reference in (
         ("demo_aoi", "model_only"), ("full_tile", "model_only"),
         ("seed_demo_aoi", "seed_model_only"), ("seed_24km", "seed_model_only"),
+        ("reben_demo_aoi", "reben_model_only"),
     ):
         rate = figures.get(f"{label}/patches_per_s_load+infer")
         if rate:
