@@ -2,9 +2,14 @@
 
 Filters go to the server when it declares it can apply them (bbox, datetime and collection
 always; cloud cover through the ``query`` or ``filter`` extension only when the server conforms
-to it) and the cloud filter is re-checked here regardless. Items from every source come back with
+to it) and the cloud filter is re-checked here regardless. Only Sentinel-2 L2A items of the
+requested collection are kept (a search response may mix in Sentinel-1, Landsat or L1C items);
+items of the retired Earth Search v0 catalogue are refused. Items from every source come back with
 Earth Search's common-name asset keys (``red``, ``scl``, ...), so later stages need not care where
 they came from; Planetary Computer hrefs are signed.
+
+Earth Search v1 serves two Sentinel-2 L2A collections that work alike here: ``sentinel-2-l2a``
+(the default) and ``sentinel-2-c1-l2a`` (Collection 1, reprocessed with baseline >= 05.00).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections import defaultdict
+import warnings
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -55,6 +61,15 @@ PC_ASSET_NAMES: dict[str, str] = {
     "AOT": "aot",
     "WVP": "wvp",
 }
+# Earth Search v0 (retired): its collections, and the prefix of its item properties. Its items
+# name assets by band id with other metadata (no raster:bands, no s2:processing_baseline), so
+# they are refused rather than silently renamed like Planetary Computer's.
+EARTH_SEARCH_V0_COLLECTIONS: tuple[str, ...] = ("sentinel-s2-l2a-cogs", "sentinel-s2-l2a", "sentinel-s2-l1c")
+_V0_PROPERTY_PREFIX = "sentinel:"
+_V0_FIX = (
+    "that catalogue is retired and its assets differ; search Earth Search v1 "
+    f"({DEFAULT_URLS['earth-search']}) with collection sentinel-2-l2a or sentinel-2-c1-l2a"
+)
 _RETRY_STATUS = (429, 500, 502, 503, 504)
 _PAGE_SIZE = 100
 _TILE_IN_ID = re.compile(r"(?:^|_)T?(\d{1,2}[C-X][A-Z]{2})(?:_|$)")
@@ -82,6 +97,9 @@ class SearchParams:
             raise SearchError(f"unknown source {self.source!r}; use one of {', '.join(SOURCES)}")
         if self.source == "local" and not self.stac_url:
             raise SearchError("source 'local' needs the URL of the served demo STAC API; start the demo servers first")
+        check_collection(self.collection)
+        if self.stac_url and self.stac_url.rstrip("/").endswith("earth-search.aws.element84.com/v0"):
+            raise SearchError(f"STAC URL {self.stac_url} is Earth Search v0: {_V0_FIX}")
         if self.start > self.end:
             raise SearchError(f"start {self.start} is after end {self.end}; swap the dates")
         if not 0.0 <= self.max_cloud <= 100.0:
@@ -113,13 +131,23 @@ def search_items(params: SearchParams, aoi: AOI) -> list[pystac.Item]:
         filter_ok=client.conforms_to(ConformanceClasses.FILTER),
     )
     try:
-        found = list(client.search(**request).items())
+        with warnings.catch_warnings():
+            # pystac migrates Earth Search Collection-1 items' storage extension on read and warns,
+            # once per process, that it cannot parse their e84 bucket hrefs; nothing here reads
+            # storage:* fields, and the warning would reach `landcover map` users as noise.
+            warnings.filterwarnings("ignore", message="Could not parse bucket/account", category=UserWarning)
+            found = list(client.search(**request).items())
     except APIError as err:
         raise SearchError(
             f"STAC search at {params.url} failed after {params.tries} tries: {_one_line(err)}; check the URL/network"
         ) from None
+    rejected = Counter(problem for problem in (scene_problem(item, params.collection) for item in found) if problem)
+    for problem, count in sorted(rejected.items()):
+        log.warning("STAC search at %s: skipping %d item%s: %s", params.url, count, "s" if count != 1 else "", problem)
     items = [normalise_asset_keys(item) for item in found if _usable(item, params, aoi)]
     log.info("STAC search at %s: %d items, %d within cloud limit and footprint", params.url, len(found), len(items))
+    if found and not items and all(_is_earth_search_v0(item) for item in found):
+        raise SearchError(f"the STAC API at {params.url} returned only Earth Search v0 items: {_V0_FIX}")
     best = select_best_per_tile(items, params.max_items_per_tile)
     if not best:
         raise SearchError(
@@ -177,6 +205,32 @@ def search_request(params: SearchParams, aoi: AOI, *, query_ok: bool, filter_ok:
         request["filter"] = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, params.max_cloud]}
         request["filter_lang"] = "cql2-json"
     return request
+
+
+def check_collection(collection: str) -> str:
+    """``collection`` if this pipeline can search it; an Earth Search v0 collection is refused."""
+    if collection in EARTH_SEARCH_V0_COLLECTIONS:
+        raise SearchError(f"collection {collection!r} is Earth Search v0: {_V0_FIX}")
+    return collection
+
+
+def scene_problem(item: pystac.Item, collection: str) -> str | None:
+    """Why ``item`` is not a Sentinel-2 L2A scene of ``collection``; None when it is one.
+
+    The reasons are worded per kind of item (no ids), so a caller can count them.
+    """
+    if _is_earth_search_v0(item):
+        v0 = item.collection_id in EARTH_SEARCH_V0_COLLECTIONS
+        return f"Earth Search v0 items ({f'collection {item.collection_id}' if v0 else 'sentinel:* properties'}): {_V0_FIX}"
+    if item.collection_id and item.collection_id != collection:
+        return f"items of collection {item.collection_id}, not {collection}"
+    props = item.properties
+    mission = str(props.get("constellation") or props.get("platform") or "sentinel-2").lower()
+    if not mission.startswith("sentinel-2"):
+        return f"{mission} items, not Sentinel-2"
+    if not {"scl", "SCL"} & set(item.assets):
+        return "items without a scene classification (SCL) asset, so not Level-2A"
+    return None
 
 
 def normalise_asset_keys(item: pystac.Item) -> pystac.Item:
@@ -243,10 +297,19 @@ def format_item_table(items: Iterable[pystac.Item]) -> Table:
 
 
 def _usable(item: pystac.Item, params: SearchParams, aoi: AOI) -> bool:
+    # A server may ignore the collections filter, and a search may span collections.
+    if scene_problem(item, params.collection) is not None:
+        return False
     if cloud_cover(item) > params.max_cloud:
         return False
     # bbox search also returns scenes whose swath misses the AOI inside their bbox.
     return item.geometry is not None and shape(item.geometry).intersects(aoi.geometry)
+
+
+def _is_earth_search_v0(item: pystac.Item) -> bool:
+    return item.collection_id in EARTH_SEARCH_V0_COLLECTIONS or any(
+        key.startswith(_V0_PROPERTY_PREFIX) for key in item.properties
+    )
 
 
 def _timestamp(item: pystac.Item) -> str:

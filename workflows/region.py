@@ -6,6 +6,7 @@ the model, where its maps go and when it runs::
     name: lagoon
     aoi: lagoon.geojson            # a path (relative to this file) or inline GeoJSON
     source: earth-search
+    collection: sentinel-2-l2a     # or sentinel-2-c1-l2a (Earth Search Collection 1)
     window: {last_days: 60}        # or {season: {start: "06-01", end: "08-31"}}
     max_cloud: 40
     root: /srv/landcover           # maps go to <root>/<name>/<as-of date>/
@@ -26,7 +27,8 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.config import MapConfig, Source
-from pipeline.errors import LandcoverError
+from pipeline.errors import LandcoverError, SearchError
+from pipeline.search import check_collection
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
@@ -101,6 +103,7 @@ class Region(BaseModel):
     aoi: Path | dict[str, Any] = Field(description="GeoJSON file or inline GeoJSON (EPSG:4326)")
     source: Source = "earth-search"
     stac_url: str | None = None
+    collection: str = Field("sentinel-2-l2a", description="STAC collection of Sentinel-2 L2A scenes")
     window: Window
     max_cloud: float = Field(60.0, ge=0, le=100)
     max_items_per_tile: int = Field(3, ge=1, le=50)
@@ -136,6 +139,14 @@ class Region(BaseModel):
             raise ValueError(f"AOI file {value} does not exist; fix the path (relative to the region file)")
         return value
 
+    @field_validator("collection")
+    @classmethod
+    def _collection(cls, value: str) -> str:
+        try:
+            return check_collection(value)
+        except SearchError as exc:  # refused when the file is read, not when the run searches
+            raise ValueError(str(exc)) from None
+
     @field_validator("stac_url", "cluster")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -147,7 +158,8 @@ class Region(BaseModel):
         """The map run of this region on ``as_of``."""
         start, end = self.window.dates(as_of)
         return MapConfig(
-            aoi=aoi, out=out, source=self.source, stac_url=self.stac_url, start=start, end=end,
+            aoi=aoi, out=out, source=self.source, stac_url=self.stac_url, collection=self.collection,
+            start=start, end=end,
             max_cloud=self.max_cloud, max_items_per_tile=self.max_items_per_tile, model=self.model,
             scheduler=self.cluster, workers=self.workers, cells_per_chunk=self.cells_per_chunk,
             min_clear=self.min_clear, device=self.device, overwrite=True,

@@ -106,3 +106,23 @@ def test_the_installed_console_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:") and "Point" in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "collection"), [((), "sentinel-2-l2a"), (("--collection", "sentinel-2-c1-l2a"), "sentinel-2-c1-l2a")])
+def test_the_collection_option_reaches_the_map_run(capsys, tmp_path, monkeypatch, args, collection):
+    seen = []
+
+    def run_map(cfg, console):
+        seen.append(cfg)
+        raise cli.LandcoverError("stopped before any work")
+
+    monkeypatch.setattr("pipeline.run.run_map", run_map)
+    code, err = run_cli(capsys, "map", str(write(tmp_path / "aoi.geojson", POLYGON)), "--out", str(tmp_path / "out"), *args)
+    one_line_error(code, err, "stopped before any work")
+    assert [cfg.collection for cfg in seen] == [collection]
+
+
+def test_an_earth_search_v0_collection_is_refused_naming_v1(capsys, tmp_path, tiny_model):
+    code, err = run_cli(capsys, "map", str(write(tmp_path / "aoi.geojson", POLYGON)), "--out", str(tmp_path / "out"),
+                        "--model", str(tiny_model), "--source", "earth-search", "--collection", "sentinel-s2-l2a-cogs")
+    one_line_error(code, err, "Earth Search v0", "retired", "earth-search.aws.element84.com/v1")

@@ -204,6 +204,8 @@ def test_public_sources_default_to_their_endpoints():
         (dict(max_cloud=120), "not a percentage"),
         (dict(source="sentinel-hub"), "unknown source"),
         (dict(stac_url=None), "needs the URL of the served demo STAC API"),
+        (dict(stac_url="https://earth-search.aws.element84.com/v0/"), "Earth Search v0: that catalogue is retired"),
+        (dict(collection="sentinel-s2-l2a-cogs"), "Earth Search v0: that catalogue is retired.*sentinel-2-c1-l2a"),
     ],
 )
 def test_bad_parameters_are_refused(overrides, match):

@@ -40,6 +40,12 @@ def test_the_map_config_of_a_run_date_carries_the_window_and_settings(tmp_path):
     cfg = region.map_config(tmp_path / "aoi.geojson", tmp_path / "out", date(2024, 7, 5))
     assert (cfg.start, cfg.end) == (date(2024, 6, 6), date(2024, 7, 5))  # the last 30 days, inclusive
     assert cfg.scheduler == "tcp://127.0.0.1:8786" and cfg.max_cloud == 70 and cfg.cells_per_chunk == 2
+    assert cfg.collection == "sentinel-2-l2a"  # the default
+
+
+def test_the_collection_of_a_region_reaches_its_map_runs(tmp_path):
+    region = load_region(_write(tmp_path, {**region_dict(tmp_path / "maps"), "collection": "sentinel-2-c1-l2a"}))
+    assert region.map_config(tmp_path / "aoi.geojson", tmp_path / "out", date(2024, 7, 5)).collection == "sentinel-2-c1-l2a"
 
 
 @pytest.mark.parametrize(
@@ -69,6 +75,7 @@ def test_a_season_window_is_its_latest_occurrence_up_to_the_run_date(season, as_
         ({"name": "Big Region"}, "lower-case letters"),
         ({"max_cloud": 120}, "max_cloud"),
         ({"cluster": "scheduler:8786"}, "not an address"),
+        ({"collection": "sentinel-s2-l2a-cogs"}, "collection: collection 'sentinel-s2-l2a-cogs' is Earth Search v0"),
         ({"schedule": None}, "missing key 'schedule'"),
     ],
 )
