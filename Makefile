@@ -9,7 +9,7 @@ OUT ?= maps/demo
 MAP_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup map test test-fast bench demo-world weights clean help
+.PHONY: setup map test test-fast bench demo-world weights weights-multiband clean help
 
 help:
 	@echo "make map [AOI=region.geojson] [OUT=maps/name] [MAP_ARGS='--source earth-search ...']"
@@ -45,6 +45,10 @@ demo-world: setup
 # Retrain the committed demo weights (small profile, synthetic demo world, CPU, ~10 min).
 weights: setup
 	$(BIN)/landcover train models/configs/demo.yaml
+
+# Multi-band, multi-label demo weights in the reBEN shape (ten bands, timm, ~5 min on 2 cores).
+weights-multiband: setup
+	$(BIN)/landcover train models/configs/demo-multiband.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from models.classes import CLASS_NAMES, class_code
-from pipeline.errors import LandcoverError
+from models.errors import LandcoverError
 
 
 class ActiveLearningError(LandcoverError):

@@ -233,7 +233,7 @@ class ModelCard(BaseModel):
         if self.source is not None:
             return self.source.repo_id
         if self.family == "timm":
-            return f"timm/{self.architecture.model_name}"  # type: ignore[union-attr]
+            return self.profile
         return self.profile + (f"/{self.variant}" if self.variant else "")
 
     @classmethod

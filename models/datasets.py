@@ -14,9 +14,10 @@ Sources:
 * BigEarthNet v2 / reBEN: ``metadata.parquet`` (patch_id, labels, split) - or, where no
   parquet engine (pyarrow) is installed, a ``metadata.csv`` with the same columns and labels
   as a JSON list or ``;``-separated - and ``<tile>/<patch_id>/<patch_id>_B02.tif`` ...
-* The demo world (or any reflectance composite with a class-code truth raster on the same
-  grid): 120 px windows, label = majority truth class, multi-hot = classes covering at least
-  ``min_share`` of the window.
+* Any reflectance composite with a class-code truth raster on the same grid
+  (:func:`patches_from_raster`): 120 px windows, label = majority truth class, multi-hot =
+  classes covering at least ``min_share`` of the window. The demo world is cut this way by its
+  own loader beside the demo (``pipeline.demo.dataset``; models/ never imports pipeline/).
 * Labels a user drew in QGIS: a GeoPackage polygon layer with a class field (name or map
   code) over a reflectance raster the pipeline wrote.
 """
@@ -34,9 +35,9 @@ import torch
 from torch.utils.data import Dataset
 
 from models.classes import NUM_CLASSES
+from models.errors import LandcoverError
 from models.labels import class_index, multi_hot, single_label
 from models.preprocess import reflectance_to_uint8, resize_windows
-from pipeline.errors import LandcoverError
 
 WINDOW_PX = 120  # the seed's 1.2 km footprint at 10 m
 RGB_BANDS = ("B04", "B03", "B02")
@@ -236,20 +237,49 @@ def _read_split_csv(path: Path) -> list[str]:
     return [ln for ln in lines if ln and ln != "patch_id"]
 
 
+def _read_patch_list(path: Path) -> set[str]:
+    """Patch names of an official BigEarthNet v1 list (one per line), plain or ``.bz2``.
+
+    The official lists ship bz2-compressed, some with CRLF line ends; the first CSV field is
+    the name, a ``patch_id`` header is skipped.
+    """
+    import bz2
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"exclusion list {path} not found: pass e.g. patches_with_seasonal_snow.csv.bz2")
+    try:
+        if path.suffix == ".bz2":
+            with bz2.open(path, "rt", encoding="utf-8") as handle:
+                text = handle.read()
+        else:
+            text = path.read_text(encoding="utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read exclusion list {path} ({exc}): give a plain or .bz2 list of patch names") from None
+    lines = (ln.strip().split(",")[0].strip() for ln in text.splitlines())
+    return {ln for ln in lines if ln and ln != "patch_id"}
+
+
 class BigEarthNetV1(_BigEarthNet):
     """BigEarthNet v1.0: ``root/<patch>/<patch>_B0x.tif`` + ``<patch>_labels_metadata.json``.
 
     ``split_csv``: one of the official train/val/test CSVs (patch name per line); without it
-    every patch folder under ``root`` is used.
+    every patch folder under ``root`` is used. ``exclude_lists``: official lists of patches to
+    leave out, as the BigEarthNet authors do (``patches_with_seasonal_snow.csv.bz2``,
+    ``patches_with_cloud_and_shadow.csv.bz2``, ``patches_with_no_19_class_targets.csv.bz2``);
+    the names left out are in ``excluded``.
     """
 
-    def __init__(self, root: Path, split_csv: Path | None = None) -> None:
+    def __init__(self, root: Path, split_csv: Path | None = None, exclude_lists: Sequence[Path] = ()) -> None:
         root = Path(root)
         if not root.is_dir():
             raise DatasetError(f"BigEarthNet v1 folder {root} does not exist: pass the extracted BigEarthNet-v1.0 folder")
         names = _read_split_csv(split_csv) if split_csv else sorted(
             p.name for p in root.iterdir() if (p / f"{p.name}_labels_metadata.json").is_file()
         )
+        excluded = set().union(*(_read_patch_list(path) for path in exclude_lists))
+        self.excluded = [name for name in names if name in excluded]
+        names = [name for name in names if name not in excluded]
         targets = []
         groups = []
         for name in names:
@@ -514,76 +544,3 @@ def user_label_patches(
         ids.append(str(row["patch_id"]) if "patch_id" in frame.columns and row["patch_id"] else f"user/{idx}")
     return PatchSet(np.stack(images), np.array(targets, dtype=np.float32), ids, ["user"] * len(ids),
                     windows=np.stack(windows), footprints=footprints, crs=str(crs))
-
-
-
-# --------------------------------------------------------------------------- demo world
-
-
-def tile_composite(items: Sequence[object], truth_path: Path) -> tuple[np.ndarray, object, object]:
-    """Median of clear B04/B03/B02 reflectance of a tile's items on its truth grid.
-
-    Uses the pipeline's own rules: per-item BOA offset (metadata, then the dark-pixel check),
-    raster:bands scale, the SCL mask and a NaN-median over time, so the training data look
-    like what the mapper feeds the model.
-    """
-    from rasterio.enums import Resampling
-
-    from pipeline.load import MASK_SCL, band_scale, item_offsets, median_composite
-
-    with rasterio.open(truth_path) as src:
-        shape, transform, crs = (src.height, src.width), src.transform, src.crs
-    offsets = item_offsets(items)
-    stack = []
-    for item in items:
-        if item.id not in offsets:  # type: ignore[attr-defined]
-            continue
-        assets = item.assets  # type: ignore[attr-defined]
-        with rasterio.open(assets["scl"].href) as src:
-            scl = src.read(1, out_shape=shape, resampling=Resampling.nearest)
-        clear = ~np.isin(scl, list(MASK_SCL))
-        bands = []
-        for band in ("red", "green", "blue"):
-            with rasterio.open(assets[band].href) as src:
-                dn = src.read(1, out_shape=shape, resampling=Resampling.bilinear)
-            clear &= dn != 0
-            bands.append((dn.astype(np.float32) - offsets[item.id]) * np.float32(band_scale(item, band)))  # type: ignore[attr-defined]
-        stack.append(np.where(clear, np.stack(bands), np.nan))
-    if not stack:
-        raise DatasetError(f"no readable scene for the tile of {truth_path}: regenerate the demo world")
-    return median_composite(np.stack(stack), axis=0), transform, crs
-
-
-def demo_world_patches(
-    world: object,
-    *,
-    window: int = WINDOW_PX,
-    stride: int = WINDOW_PX,
-    min_share: float = 0.1,
-    keep_windows: bool = False,
-    block_m: float | None = None,
-) -> PatchSet:
-    """Labelled windows of every tile of a generated demo world (``pipeline.demo.world``).
-
-    Patch ids and groups carry the world (seed and size) and tile, so worlds of different
-    seeds - different landscapes on the same coordinates - never mix in a split.
-    """
-    import pystac
-
-    world_tag = f"world-s{world.seed}-{world.size_px}"  # type: ignore[attr-defined]
-    items = [pystac.Item.from_dict(d) for d in world.items()]  # type: ignore[attr-defined]
-    sets = []
-    for tile in world.tiles:  # type: ignore[attr-defined]
-        tile_items = [it for it in items if it.properties.get("s2:mgrs_tile") == tile.mgrs]
-        refl, transform, crs = tile_composite(tile_items, tile.truth_path)
-        with rasterio.open(tile.truth_path) as src:
-            truth = src.read(1)
-        dates = sorted(it.datetime.strftime("%Y%m%d") for it in tile_items if it.datetime)
-        source = f"{world_tag}/{tile.mgrs}"
-        ps = patches_from_raster(refl, truth, source=source, transform=transform, crs=crs, window=window,
-                                 stride=stride, block_m=block_m, min_share=min_share, keep_windows=keep_windows)
-        if block_m:
-            ps.groups = [f"{world_tag}/{g}" for g in ps.groups]
-        ps.ids = [f"{i}@{dates[0]}-{dates[-1]}" for i in ps.ids] if dates else ps.ids
-        sets.append(ps)
-    return PatchSet.concat(sets)

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from models.classes import CLASS_NAMES, NUM_CLASSES
-from pipeline.errors import LandcoverError
+from models.errors import LandcoverError
 
 DOMINANCE_THRESHOLD = 0.7
 

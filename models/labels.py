@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from models.classes import CLASS_NAMES, NUM_CLASSES
-from pipeline.errors import LandcoverError
+from models.errors import LandcoverError
 
 
 class LabelError(LandcoverError):

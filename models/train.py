@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
 
-from pipeline.errors import LandcoverError
+from models.errors import LandcoverError
 
 
 class TrainConfigError(LandcoverError):
@@ -438,16 +438,28 @@ def elapsed_since(t0: float) -> float:
 # --------------------------------------------------------------------------- data
 
 
-def load_source(spec: DataSpec, *, keep_windows: bool = False):
-    """The samples a DataSpec names: a PatchSet (in memory) or a lazy BigEarthNet dataset."""
+SourceLoader = Callable[[DataSpec, bool], Any]
+"""Loads a source models/ cannot load alone: ``loader(spec, keep_windows) -> PatchSet``.
+
+The ``demo-world`` source is one: its loader (``pipeline.demo.dataset.demo_world_source``) lives
+beside the demo, and the command line hands it in (``models.train_cli.register``), because
+models/ never imports pipeline/.
+"""
+
+BUILTIN_SOURCES: tuple[str, ...] = ("patches", "user-labels", "bigearthnet-v1", "bigearthnet-v2")
+
+
+def load_source(spec: DataSpec, *, keep_windows: bool = False, sources: Mapping[str, SourceLoader] | None = None):
+    """The samples a DataSpec names: a PatchSet (in memory) or a lazy BigEarthNet dataset.
+
+    ``sources`` maps further source names (``demo-world``) to their loaders; they may not
+    replace a built-in source. Group selection applies to every in-memory source.
+    """
     from models import datasets as ds
 
-    if spec.source == "demo-world":
-        from pipeline.demo.world import generate_world
-
-        world = generate_world(spec.path, size_px=spec.world_size_px, seed=spec.world_seed)
-        data = ds.demo_world_patches(world, window=spec.window, stride=spec.stride, min_share=spec.min_share,
-                                     keep_windows=keep_windows, block_m=spec.block_m)
+    loader = _loader_of(spec, sources)
+    if loader is not None:
+        data = loader(spec, keep_windows)
     elif spec.source == "patches":
         data = ds.PatchSet.load(_need(spec.path, "path: the .npz patch set"))
     elif spec.source == "user-labels":
@@ -464,6 +476,24 @@ def load_source(spec: DataSpec, *, keep_windows: bool = False):
     if len(data) == 0:
         raise TrainConfigError(f"the {spec.source} source yields no patches after group selection: check groups/exclude_groups")
     return data
+
+
+def _loader_of(spec: DataSpec, sources: Mapping[str, SourceLoader] | None) -> SourceLoader | None:
+    """The injected loader of ``spec``'s source; None for a built-in source; an error naming the
+    fix when the source needs a loader nobody supplied."""
+    sources = sources or {}
+    shadowed = sorted(set(sources) & set(BUILTIN_SOURCES))
+    if shadowed:
+        raise ValueError(f"source loaders may not replace the built-in sources {', '.join(shadowed)}")
+    if spec.source in sources:
+        return sources[spec.source]
+    if spec.source in BUILTIN_SOURCES:
+        return None
+    raise TrainConfigError(
+        f"the {spec.source} source is loaded by the landcover command line, not by models/ alone: "
+        f"run this config with `landcover train CONFIG.yaml` (or `landcover evaluate --config`, "
+        f"`landcover active-learn --simulate`) instead of `python -m models.train_cli`"
+    )
 
 
 def _need(value: Path | None, what: str) -> Path:
@@ -524,14 +554,19 @@ def _progress():
 _STAGE_ORDER = {"sr": 0, "classifier": 1}
 
 
-def run_training(config: TrainConfig, *, resume: bool = True, progress: bool = True) -> TrainResult:
-    """Both stages end to end; writes the EMA weights, model card, split record and logs."""
+def run_training(config: TrainConfig, *, resume: bool = True, progress: bool = True,
+                 sources: Mapping[str, SourceLoader] | None = None) -> TrainResult:
+    """Both stages end to end; writes the EMA weights, model card, split record and logs.
+
+    ``sources``: loaders of sources models/ cannot load alone (see :func:`load_source`)."""
     from models.card import ModelCard, TrainingData
     from models.checkpoint import load_model, save_model
     from models.classifier import SRClassifier
     from models.evaluate import assert_held_out
     from models.profiles import get_profile
 
+    for spec in (config.train, config.validation):
+        _loader_of(spec, sources)  # a source nobody can load fails before any work
     t0 = time.perf_counter()
     set_threads(config.threads)
     device = pick_device(config.device)
@@ -546,8 +581,8 @@ def run_training(config: TrainConfig, *, resume: bool = True, progress: bool = T
 
     profile = get_profile(config.profile)
     need_windows = config.sr.epochs > 0 and profile.super_resolution
-    train_src = load_source(config.train, keep_windows=need_windows)
-    val_src = load_source(config.validation)
+    train_src = load_source(config.train, keep_windows=need_windows, sources=sources)
+    val_src = load_source(config.validation, sources=sources)
     assert_held_out(set(train_src.ids), set(train_src.groups), val_src.ids, val_src.groups, split_by_group=True)
 
     if config.init_weights:

@@ -1,94 +1,134 @@
 """``landcover train | evaluate | active-learn``: typer commands the main CLI mounts with
-:func:`register`. Also runnable alone: ``python -m models.train_cli train CONFIG.yaml``.
+:func:`register`. Also runnable alone: ``python -m models.train_cli train CONFIG.yaml``, for
+configs whose sources models/ loads itself (patches, user labels, BigEarthNet): the
+``demo-world`` loader lives in pipeline/, which models/ never imports, and only the main CLI
+hands it in (``register(app, sources=...)``).
 
 Errors a user can fix are ``LandcoverError`` subclasses; the main CLI prints them as one line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
 from rich.console import Console
 
+if TYPE_CHECKING:
+    from models.train import SourceLoader
+    from models.train_timm import WindowLoader
+
 console = Console(stderr=True)
 
 
-def train(
-    config: Annotated[Path, typer.Argument(help="training config (YAML), e.g. models/configs/demo.yaml")],
-    fresh: Annotated[bool, typer.Option("--fresh", help="ignore a checkpoint of an earlier run and start over")] = False,
-    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="evaluate on the validation source afterwards")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
-) -> None:
-    """Train the SR and classifier stages as the config says; resumes an interrupted run."""
-    from models.train import load_config, load_source, run_training
+@dataclass(frozen=True)
+class TrainingCommands:
+    """``train``, ``evaluate`` and ``active-learn``, bound to the loaders of the sources models/
+    cannot load alone (e.g. ``{"demo-world": loader}``); :func:`register` mounts the methods."""
 
-    cfg = load_config(config)
-    result = run_training(cfg, resume=not fresh, progress=not quiet)
-    console.print(f"weights: {result.weights} ({result.seconds:.0f} s of training)")
-    if evaluate:
+    sources: Mapping[str, SourceLoader] = field(default_factory=dict)
+    window_sources: Mapping[str, WindowLoader] = field(default_factory=dict)
+
+    def train(
+        self,
+        config: Annotated[Path, typer.Argument(help="training config (YAML), e.g. models/configs/demo.yaml")],
+        fresh: Annotated[bool, typer.Option("--fresh", help="ignore a checkpoint of an earlier run and start over")] = False,
+        evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="evaluate on the validation source afterwards")] = True,
+        quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
+    ) -> None:
+        """Train the SR and classifier stages as the config says (resumes an interrupted run), or, for a
+        config with ``family: timm``, a timm network on multi-band windows (models/configs/demo-multiband.yaml)."""
+        from models.train import load_config, load_source, run_training
+        from models.train_timm import is_timm_config, load_timm_config, run_timm_training
+
+        if is_timm_config(config):
+            timm_result = run_timm_training(load_timm_config(config), window_sources=self.window_sources,
+                                            progress=not quiet)
+            m = timm_result.card.metrics
+            console.print(f"weights: {timm_result.weights} ({timm_result.seconds:.0f} s); validation n={m['validation_n']} "
+                          f"macro mAP {m['validation_macro_map']:.3f} micro mAP {m['validation_micro_map']:.3f} "
+                          f"macro F1 {m['validation_macro_f1']:.3f}")
+            return
+        cfg = load_config(config)
+        result = run_training(cfg, resume=not fresh, progress=not quiet, sources=self.sources)
+        console.print(f"weights: {result.weights} ({result.seconds:.0f} s of training)")
+        if evaluate:
+            from models.evaluate import evaluate_weights
+
+            metrics = evaluate_weights(result.weights, load_source(cfg.validation, keep_windows=True, sources=self.sources))
+            _report(metrics)
+
+    def evaluate(
+        self,
+        weights: Annotated[Path, typer.Argument(help="weights (.safetensors) with their model card")],
+        config: Annotated[Path | None, typer.Option(help="evaluate on this config's validation source")] = None,
+        data: Annotated[Path | None, typer.Option(help="or on a patch set (.npz)")] = None,
+        split: Annotated[str, typer.Option(help="name of the evaluation set in the card")] = "validation",
+        unverified: Annotated[bool, typer.Option("--unverified", help="weights without a training split record: report as unverified")] = False,
+        out: Annotated[Path | None, typer.Option(help="folder for figures (default: beside the weights)")] = None,
+    ) -> None:
+        """Held-out metrics, confusion matrix, ROC/PR curves, learning curves and the SR figure."""
+        from models.datasets import PatchSet
         from models.evaluate import evaluate_weights
+        from models.train import TrainConfigError, load_config, load_source
 
-        metrics = evaluate_weights(result.weights, load_source(cfg.validation, keep_windows=True))
-        _report(metrics)
+        if (config is None) == (data is None):
+            raise TrainConfigError("give exactly one of --config (its validation source) or --data (a .npz patch set)")
+        if config is not None:
+            patches = load_source(load_config(config).validation, keep_windows=True, sources=self.sources)
+        else:
+            patches = PatchSet.load(data)  # type: ignore[arg-type]
+        _report(evaluate_weights(weights, patches, split_name=split, unverified=unverified, out_dir=out))
 
+    def active_learn(
+        self,
+        weights: Annotated[Path, typer.Argument(help="weights (.safetensors) with their model card")],
+        imagery: Annotated[Path | None, typer.Option(help="B04/B03/B02 reflectance raster the map was made from")] = None,
+        labels: Annotated[Path | None, typer.Option(help="GeoPackage of labelled polygons (class field) over the imagery")] = None,
+        out: Annotated[Path, typer.Option(help="GeoPackage to write the 'to_label' layer into")] = Path("to_label.gpkg"),
+        n: Annotated[int, typer.Option(help="how many patches to ask for")] = 50,
+        p_in: Annotated[float, typer.Option(help="share of queries from DBSS's inner branch")] = 0.5,
+        simulate: Annotated[Path | None, typer.Option(help="instead: DBSS vs random on a training config's data")] = None,
+        label_share: Annotated[float, typer.Option(help="simulation: final share of the pool labelled")] = 0.1,
+    ) -> None:
+        """Write the N most valuable patches of a map as a 'to_label' layer for QGIS (DBSS), or
+        with --simulate compare DBSS and random queries at equal label budgets."""
+        from models.train import TrainConfigError
 
-def evaluate(
-    weights: Annotated[Path, typer.Argument(help="weights (.safetensors) with their model card")],
-    config: Annotated[Path | None, typer.Option(help="evaluate on this config's validation source")] = None,
-    data: Annotated[Path | None, typer.Option(help="or on a patch set (.npz)")] = None,
-    split: Annotated[str, typer.Option(help="name of the evaluation set in the card")] = "validation",
-    unverified: Annotated[bool, typer.Option("--unverified", help="weights without a training split record: report as unverified")] = False,
-    out: Annotated[Path | None, typer.Option(help="folder for figures (default: beside the weights)")] = None,
-) -> None:
-    """Held-out metrics, confusion matrix, ROC/PR curves, learning curves and the SR figure."""
-    from models.datasets import PatchSet
-    from models.evaluate import evaluate_weights
-    from models.train import TrainConfigError, load_config, load_source
+        if simulate is not None:
+            from models.train import load_config
 
-    if (config is None) == (data is None):
-        raise TrainConfigError("give exactly one of --config (its validation source) or --data (a .npz patch set)")
-    patches = load_source(load_config(config).validation, keep_windows=True) if config else PatchSet.load(data)  # type: ignore[arg-type]
-    _report(evaluate_weights(weights, patches, split_name=split, unverified=unverified, out_dir=out))
+            path = simulate_cycle(weights, load_config(simulate), label_share=label_share, p_in=p_in,
+                                  sources=self.sources)
+            console.print(f"active-learning curves: {path}")
+            return
+        if imagery is None:
+            raise TrainConfigError("give --imagery (the reflectance raster of the map) or --simulate CONFIG")
+        frame = query_map(weights, imagery, labels, n=n, p_in=p_in)
+        from models.active import write_to_label
 
-
-def active_learn(
-    weights: Annotated[Path, typer.Argument(help="weights (.safetensors) with their model card")],
-    imagery: Annotated[Path | None, typer.Option(help="B04/B03/B02 reflectance raster the map was made from")] = None,
-    labels: Annotated[Path | None, typer.Option(help="GeoPackage of labelled polygons (class field) over the imagery")] = None,
-    out: Annotated[Path, typer.Option(help="GeoPackage to write the 'to_label' layer into")] = Path("to_label.gpkg"),
-    n: Annotated[int, typer.Option(help="how many patches to ask for")] = 50,
-    p_in: Annotated[float, typer.Option(help="share of queries from DBSS's inner branch")] = 0.5,
-    simulate: Annotated[Path | None, typer.Option(help="instead: DBSS vs random on a training config's data")] = None,
-    label_share: Annotated[float, typer.Option(help="simulation: final share of the pool labelled")] = 0.1,
-) -> None:
-    """Write the N most valuable patches of a map as a 'to_label' layer for QGIS (DBSS), or
-    with --simulate compare DBSS and random queries at equal label budgets."""
-    from models.train import TrainConfigError
-
-    if simulate is not None:
-        from models.train import load_config
-
-        path = simulate_cycle(weights, load_config(simulate), label_share=label_share, p_in=p_in)
-        console.print(f"active-learning curves: {path}")
-        return
-    if imagery is None:
-        raise TrainConfigError("give --imagery (the reflectance raster of the map) or --simulate CONFIG")
-    frame = query_map(weights, imagery, labels, n=n, p_in=p_in)
-    from models.active import write_to_label
-
-    write_to_label(frame, out)
-    console.print(f"{len(frame)} patches to label: layer 'to_label' in {out} (fill its 'class' field in QGIS, "
-                  f"then train with a user-labels source)")
+        write_to_label(frame, out)
+        console.print(f"{len(frame)} patches to label: layer 'to_label' in {out} (fill its 'class' field in QGIS, "
+                      f"then train with a user-labels source)")
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``train``, ``evaluate`` and ``active-learn`` to the main CLI."""
-    app.command("train")(train)
-    app.command("evaluate")(evaluate)
-    app.command("active-learn")(active_learn)
+def register(app: typer.Typer, sources: Mapping[str, SourceLoader] | None = None,
+             window_sources: Mapping[str, WindowLoader] | None = None) -> None:
+    """Add ``train``, ``evaluate`` and ``active-learn`` to ``app``.
+
+    ``sources``: loaders of the sources models/ cannot load alone, by source name; the main CLI
+    passes ``{"demo-world": pipeline.demo.dataset.demo_world_source}``. Without one, a config
+    naming such a source ends with a one-line error saying to run it through ``landcover``.
+    """
+    commands = TrainingCommands(MappingProxyType(dict(sources or {})), MappingProxyType(dict(window_sources or {})))
+    app.command("train")(commands.train)
+    app.command("evaluate")(commands.evaluate)
+    app.command("active-learn")(commands.active_learn)
 
 
 # --------------------------------------------------------------------------- workers
@@ -165,7 +205,7 @@ def query_map(weights: Path, imagery: Path, labels: Path | None, *, n: int, p_in
 
 
 def simulate_cycle(weights: Path, cfg, *, label_share: float = 0.1, p_in: float = 0.5, cycles: int = 4,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, sources: Mapping[str, SourceLoader] | None = None) -> Path:
     """DBSS (alone and with SSAS pseudo-labels) vs random on the demo world at equal label budgets, retraining only the head on
     frozen embeddings: pool = the config's training source, test = its validation source.
     Starts from 2 labelled samples per class and ends with ``label_share`` of the pool."""
@@ -176,7 +216,7 @@ def simulate_cycle(weights: Path, cfg, *, label_share: float = 0.1, p_in: float 
     from models.train import atomic_write_text, load_source
 
     model, card = load_model(weights)
-    pool, test = load_source(cfg.train), load_source(cfg.validation)
+    pool, test = load_source(cfg.train, sources=sources), load_source(cfg.validation, sources=sources)
     pool_emb, test_emb = embed(model, pool.images)[1], embed(model, test.images)[1]
     pool_y, test_y = pool.labels, test.labels
     rng = np.random.default_rng(seed)
@@ -199,7 +239,7 @@ app = typer.Typer(add_completion=False, help="Training, evaluation and active le
 register(app)
 
 if __name__ == "__main__":
-    from pipeline.errors import LandcoverError
+    from models.errors import LandcoverError
 
     try:
         app()

@@ -1,8 +1,5 @@
 """The batch land-cover pipeline: one module per stage (aoi, search, load, patches, infer, mosaic, export)."""
 
-from importlib.metadata import PackageNotFoundError, version
+from models import __version__  # one distribution, one version (read from its metadata in models/)
 
-try:
-    __version__ = version("landcover")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0+unknown"
+__all__ = ["__version__"]

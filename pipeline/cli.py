@@ -32,9 +32,12 @@ def _mount() -> None:
     app.add_typer(demo_app, name="demo", help="The offline demo world: generate it, serve it.")
     app.add_typer(model_app, name="model", help="Inspect a model and classify single patches.")
     from models.train_cli import register as register_training
+    from pipeline.demo.dataset import demo_world_source, demo_world_window_source
     from workflows.cli import register as register_workflows
 
-    register_training(app)
+    # models/ never imports pipeline/: the loaders of pipeline-side training sources are handed in here.
+    register_training(app, sources={"demo-world": demo_world_source},
+                      window_sources={"demo-world": demo_world_window_source})
     register_workflows(app)
 
 
@@ -54,6 +57,9 @@ def map_command(
     demo: bool = typer.Option(False, "--demo", help="Map the demo AOI over the offline demo world."),
     source: str = typer.Option("local", help="local | earth-search | planetary-computer"),
     stac_url: Optional[str] = typer.Option(None, help="Override the source's STAC API URL."),
+    collection: str = typer.Option(
+        "sentinel-2-l2a", help="STAC collection: sentinel-2-l2a, or sentinel-2-c1-l2a (Earth Search Collection 1)."
+    ),
     start: Optional[str] = typer.Option(None, help="First acquisition date, YYYY-MM-DD."),
     end: Optional[str] = typer.Option(None, help="Last acquisition date, YYYY-MM-DD."),
     max_cloud: float = typer.Option(60.0, help="Max scene cloud cover in percent."),
@@ -85,7 +91,8 @@ def map_command(
         aoi = generate_world().aoi_path
         source = "local"
     cfg = MapConfig(
-        aoi=aoi, out=out, source=source, stac_url=stac_url, start=_date(start, "start"), end=_date(end, "end"),
+        aoi=aoi, out=out, source=source, stac_url=stac_url, collection=collection,
+        start=_date(start, "start"), end=_date(end, "end"),
         max_cloud=max_cloud, max_items_per_tile=max_items_per_tile, model=model, scheduler=scheduler,
         workers=workers, crs=crs, stride=stride, min_clear=min_clear, device=device,
         batch_size=batch_size, overwrite=overwrite, save_composite=save_composite,

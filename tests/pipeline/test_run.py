@@ -22,7 +22,7 @@ from pipeline.infer import DirectoryChunkStore
 from pipeline.run import DEMO_WEIGHTS, run_map
 
 EXPECTED_FILES = {
-    "landcover.tif", "landcover.tif.aux.xml", "confidence.tif", "landcover.gpkg", "landcover.qml",
+    "landcover.tif", "landcover.tif.aux.xml", "confidence.tif", "probabilities.tif", "landcover.gpkg", "landcover.qml",
     "confidence.qml", "landcover.qgz", "item.json", "quicklook.png", "summary.json",
 }
 
