@@ -101,3 +101,18 @@ def test_config_files_say_their_family(tmp_path):
     bad.write_text("family: timm\nname: x\n")
     with pytest.raises(TimmTrainError, match="train"):
         load_timm_config(bad)
+
+
+def test_the_committed_multiband_demo_weights_say_what_they_are():
+    from pathlib import Path
+
+    from models.reben import BANDS_V02
+
+    weights = Path(__file__).resolve().parents[2] / "models" / "weights" / "demo-multiband-mobilenetv3.safetensors"
+    predictor = Predictor.from_path(weights, device="cpu")  # strict load; sha256 checked against the card
+    card = predictor.card
+    assert card.family == "timm" and card.task == "multi-label" and card.training_data.synthetic
+    assert card.bands == list(BANDS_V02) and card.classes == list(REBEN_CLASSES)
+    assert card.metrics["validation_macro_map"] > 0.8  # held out: the seed-0 world, never trained on
+    probs = predictor.predict_reflectance(np.full((2, 10, 120, 120), 0.1, np.float32)).probs
+    assert probs.shape == (2, 19) and np.all((probs >= 0) & (probs <= 1))
