@@ -32,6 +32,7 @@ from pystac_client.stac_api_io import StacApiIO
 from rich.table import Table
 from urllib3 import Retry
 
+from models.bands import BAND_IDS
 from pipeline.aoi import AOI
 from pipeline.errors import SearchError
 
@@ -44,23 +45,7 @@ DEFAULT_URLS: dict[str, str] = {
     "planetary-computer": "https://planetarycomputer.microsoft.com/api/stac/v1",
 }
 # Planetary Computer names assets by band id; Earth Search v1 (and this pipeline) by common name.
-PC_ASSET_NAMES: dict[str, str] = {
-    "B01": "coastal",
-    "B02": "blue",
-    "B03": "green",
-    "B04": "red",
-    "B05": "rededge1",
-    "B06": "rededge2",
-    "B07": "rededge3",
-    "B08": "nir",
-    "B8A": "nir08",
-    "B09": "nir09",
-    "B11": "swir16",
-    "B12": "swir22",
-    "SCL": "scl",
-    "AOT": "aot",
-    "WVP": "wvp",
-}
+PC_ASSET_NAMES: dict[str, str] = {**BAND_IDS, "SCL": "scl", "AOT": "aot", "WVP": "wvp"}
 # Earth Search v0 (retired): its collections, and the prefix of its item properties. Its items
 # name assets by band id with other metadata (no raster:bands, no s2:processing_baseline), so
 # they are refused rather than silently renamed like Planetary Computer's.
