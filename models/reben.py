@@ -200,16 +200,6 @@ def check_modality(repo_id: str, channels: int) -> None:
         raise RebenError(f"{repo_id} takes {channels} channels; the BigEarthNet v2 Sentinel-2 models take 10")
 
 
-def weights_channels(config: Mapping[str, Any], state: Mapping[str, Tensor]) -> int | None:
-    """Input channels of the weights' first convolution (None if the weights lack it)."""
-    arch = TimmArchitecture(model_name=str(config["timm_model_name"]), channels=int(config.get("channels") or 1),
-                            image_size=int(config.get("image_size", 120)))
-    own = build_network(arch, int(config.get("classes", 19))).state_dict()
-    first = next((k for k, v in own.items() if v.ndim == 4), None)
-    weight = state.get(PREFIX + first) if first else None
-    return int(weight.shape[1]) if weight is not None and weight.ndim == 4 else None
-
-
 def card_from_config(
     config: Mapping[str, Any],
     *,
@@ -317,15 +307,16 @@ def install_checkpoint(
     name = repo_id.rsplit("/", 1)[-1]
     if re.search(r"-(s1|all)-", f"-{name}-"):  # say so before reading megabytes of weights
         check_modality(repo_id, int(config.get("channels", 0)))
-    said, found = int(config.get("channels", 0)), weights_channels(config, load_reben_state(weights))
-    if found is not None and found != said:
-        raise RebenError(
-            f"{folder / 'config.json'} says {said} channels but the weights in model.safetensors take {found}: "
-            "the config.json belongs to another checkpoint; use the one published with the weights"
-        )
+    # The weights load strictly into the network the config describes before any card check, so a
+    # config of another checkpoint is named as such (load_timm_weights compares channels first).
+    arch = TimmArchitecture(model_name=str(config["timm_model_name"]), channels=int(config.get("channels") or 1),
+                            image_size=int(config.get("image_size", 120)),
+                            drop_rate=float(config.get("drop_rate", 0.0) or 0.0),
+                            drop_path_rate=float(config.get("drop_path_rate", 0.0) or 0.0))
+    load_timm_weights(TimmClassifier(arch, int(config.get("classes", len(REBEN_CLASSES)))),
+                      load_reben_state(weights), what=f"the weights in {weights}")
     card = card_from_config(config, repo_id=repo_id, revision=revision, commit=commit,
                             band_order_release=band_order_release)
-    check_loads(card, weights)
     dest = model_cache(cache) / repo_id / revision
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / "model.safetensors"
