@@ -45,12 +45,20 @@ class AOI:
 def read_aoi(path: Path | str) -> AOI:
     """Read a GeoJSON file into an :class:`AOI`."""
     path = Path(path)
+    if path.is_dir():
+        raise AOIError(f"AOI path {path} is a directory; give a GeoJSON file (e.g. {path / 'region.geojson'})")
     if not path.is_file():
         raise AOIError(f"AOI file {path} does not exist; give the path of a GeoJSON file")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AOIError(f"AOI file {path} is not JSON ({err}); give a GeoJSON file") from None
+    except PermissionError:
+        raise AOIError(
+            f"AOI file {path} is not readable (permission denied); fix its permissions (chmod +r) or give a copy you can read"
+        ) from None
+    except OSError as err:
+        raise AOIError(f"AOI file {path} cannot be read ({err.strerror or err}); give a readable GeoJSON file") from None
     return parse_aoi(obj)
 
 

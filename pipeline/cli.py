@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from pipeline import __version__
+from pipeline.config import WHOLE_LINE_ERROR
 from pipeline.errors import LandcoverError
 
 app = typer.Typer(
@@ -132,6 +133,8 @@ def _one_line(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "input"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if first["type"] == WHOLE_LINE_ERROR:  # already names the option, the problem and the fix
+        return f"{first['msg']}{more}"
     return f"invalid {where}: {first['msg']}{more}"
 
 

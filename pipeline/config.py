@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 Source = Literal["local", "earth-search", "planetary-computer"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -14,6 +15,9 @@ Device = Literal["auto", "cpu", "cuda"]
 DEFAULT_WINDOW_DAYS = 90
 # Sentinel-2A's launch: the start of the archive, the open start for the offline demo world.
 ARCHIVE_START = date(2015, 6, 23)
+# The type of a validation error whose message is a whole user-facing line (the CLI prints it as is).
+WHOLE_LINE_ERROR = "landcover_whole_line"
+_CRS_FIX = "e.g. EPSG:32633 (or omit --crs for the AOI's UTM zone)"
 
 
 class MapConfig(BaseModel):
@@ -50,6 +54,16 @@ class MapConfig(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @field_validator("crs")
+    @classmethod
+    def _crs(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = grid_crs_problem(value)
+            if problem:
+                # Through the context: the value may hold braces (PROJJSON), which a template would parse.
+                raise PydanticCustomError(WHOLE_LINE_ERROR, "{line}", {"line": problem})
+        return value
+
     @model_validator(mode="after")
     def _window(self) -> MapConfig:
         if self.start and self.end and self.start > self.end:
@@ -67,3 +81,25 @@ class MapConfig(BaseModel):
         else:
             start = end - timedelta(days=DEFAULT_WINDOW_DAYS)
         return start, end
+
+
+def grid_crs_problem(value: str) -> str | None:
+    """Why ``value`` cannot be the map grid's CRS (one line naming the fix), or None if it can.
+
+    Checked when the config is made, so a bad --crs is refused before any work starts rather
+    than as a pyproj traceback once the grid is planned.
+    """
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        crs = CRS.from_user_input(value)
+    except CRSError:
+        return f"--crs {value} is not a CRS pyproj knows; give an EPSG code of a projected CRS in metres, {_CRS_FIX}"
+    units = sorted({axis.unit_name for axis in crs.axis_info})
+    if not crs.is_projected or crs.is_compound:
+        return (f"--crs {value} is a {crs.type_name} (axes in {', '.join(units)}); the map grid needs a 2D projected CRS "
+                f"in metres, {_CRS_FIX}")
+    if units != ["metre"]:
+        return (f"--crs {value} is in {', '.join(units)}; the map grid needs a projected CRS in metres, {_CRS_FIX}")
+    return None

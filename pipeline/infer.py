@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +23,7 @@ import dask
 import numpy as np
 
 from models.classes import NUM_CLASSES
+from pipeline.cluster import GPU_RESOURCE
 from pipeline.patches import PatchGrid, clear_fraction, cut_windows
 
 # Output planes of a block: the class probabilities, then the clear fraction of each cell.
@@ -40,33 +41,65 @@ class ModelRef:
     batch_size: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BlockSpec:
-    """One task: cells [cy0:cy1, cx0:cx1] of the cell grid and the pixel rows/cols they need."""
+    """One task: cells [cy0:cy1, cx0:cx1] of the cell grid, the pixel rows/cols they need, and
+    which of its cells are part of the map (``inside``, bool (cy, cx))."""
 
     index: tuple[int, int]
     cells: tuple[slice, slice]
     pixels: tuple[slice, slice]
+    inside: np.ndarray
+
+    @property
+    def n_inside(self) -> int:
+        return int(self.inside.sum())
+
+
+def _block(grid: PatchGrid, bi: int, bj: int, inside: np.ndarray | None = None) -> BlockSpec:
+    ny, nx = grid.cell_geobox.shape
+    step, s, m = grid.cells_per_chunk, grid.stride_px, grid.margin_px
+    cy0, cx0 = bi * step, bj * step
+    cy1, cx1 = min(cy0 + step, ny), min(cx0 + step, nx)
+    cells = (slice(cy0, cy1), slice(cx0, cx1))
+    return BlockSpec(
+        index=(bi, bj),
+        cells=cells,
+        # Padded pixel grid: cell (i, j)'s window starts at pixel (i*s, j*s).
+        pixels=(slice(cy0 * s, cy1 * s + 2 * m), slice(cx0 * s, cx1 * s + 2 * m)),
+        inside=grid.inside_cells(cells) if inside is None else inside,
+    )
 
 
 def plan_blocks(grid: PatchGrid) -> list[BlockSpec]:
-    """Blocks of ``cells_per_chunk`` x ``cells_per_chunk`` cells covering the cell grid."""
+    """Every block of ``cells_per_chunk`` x ``cells_per_chunk`` cells covering the cell grid."""
     ny, nx = grid.cell_geobox.shape
     step = grid.cells_per_chunk
-    s, m = grid.stride_px, grid.margin_px
-    blocks = []
-    for bi, cy0 in enumerate(range(0, ny, step)):
-        for bj, cx0 in enumerate(range(0, nx, step)):
-            cy1, cx1 = min(cy0 + step, ny), min(cx0 + step, nx)
-            blocks.append(
-                BlockSpec(
-                    index=(bi, bj),
-                    cells=(slice(cy0, cy1), slice(cx0, cx1)),
-                    # Padded pixel grid: cell (i, j)'s window starts at pixel (i*s, j*s).
-                    pixels=(slice(cy0 * s, cy1 * s + 2 * m), slice(cx0 * s, cx1 * s + 2 * m)),
-                )
-            )
-    return blocks
+    return [_block(grid, bi, bj) for bi in range(-(-ny // step)) for bj in range(-(-nx // step))]
+
+
+def iter_blocks(grid: PatchGrid) -> Iterator[BlockSpec]:
+    """The blocks with at least one cell in the mapped area, row by row, planned as they are asked
+    for: a country's blocks are never all in memory, and blocks the area misses cost one vectorised
+    test per block row."""
+    ny, nx = grid.cell_geobox.shape
+    step = grid.cells_per_chunk
+    n_cols = -(-nx // step)
+    t = grid.cell_geobox.affine
+    xs = t.c + t.a * np.minimum(np.arange(n_cols + 1) * step, nx)
+    for bi in range(-(-ny // step)):
+        y_top, y_bottom = t.f + t.e * bi * step, t.f + t.e * min((bi + 1) * step, ny)
+        squares = shapely.box(xs[:-1], min(y_top, y_bottom), xs[1:], max(y_top, y_bottom))
+        meets = shapely.intersects(grid.area, squares) & ~shapely.touches(grid.area, squares)
+        for bj in np.flatnonzero(meets):
+            block = _block(grid, bi, int(bj))
+            if block.inside.any():
+                yield block
+
+
+def blocks_in_aoi(grid: PatchGrid) -> list[BlockSpec]:
+    """Blocks with at least one cell in the AOI; the others never get a task."""
+    return list(iter_blocks(grid))
 
 
 @functools.lru_cache(maxsize=2)
@@ -89,6 +122,58 @@ def load_model_here(model: ModelRef) -> str:
     return str(_predictor(model.path, model.sha256, model.device, model.batch_size).device)
 
 
+@dataclass(frozen=True)
+class PreparedBlock:
+    """A block cut into the windows the model must see: ``windows`` (N, bands, W, W) float32
+    reflectance of the cells in ``todo`` (bool (cy, cx), row-major), and every cell's clear fraction."""
+
+    windows: np.ndarray
+    todo: np.ndarray
+    clear_fraction: np.ndarray
+
+
+def prepare_block(
+    planes: np.ndarray, inside: np.ndarray, *, window_px: int, stride_px: int, margin_px: int, min_clear: float
+) -> PreparedBlock:
+    """(bands + 1, H, W) composite planes + (cy, cx) map mask -> the windows to classify.
+
+    ``planes`` holds the reflectance of the model card's bands, then the clear-observation count
+    (pixels with none are not clear). Cells outside the map or with too little clear data get no
+    window. Runs on any worker: it is the reading and cutting, not the model.
+    """
+    bands, clear = planes[:-1], planes[-1] > 0
+    frac = clear_fraction(clear, window_px, stride_px, margin_px)
+    todo = inside & (frac >= min_clear)
+    windows = cut_windows(bands, window_px, stride_px, margin_px)[todo.ravel()] if todo.any() else (
+        np.zeros((0, bands.shape[0], window_px, window_px), np.float32))
+    return PreparedBlock(np.ascontiguousarray(windows, dtype=np.float32), todo, frac)
+
+
+def classify_prepared(prepared: list[PreparedBlock], model: ModelRef) -> list[np.ndarray]:
+    """The model over the windows of several blocks at once -> one (20, cy, cx) float32 per block:
+    class probabilities in map order (NaN where no window), then the clear fraction.
+
+    One call for several blocks keeps a GPU's batches full when a block has few windows.
+    """
+    counts = [len(p.windows) for p in prepared]
+    probs = np.zeros((0, NUM_CLASSES), np.float32)
+    if sum(counts):
+        predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
+        windows = prepared[0].windows if len(prepared) == 1 else np.concatenate([p.windows for p in prepared])
+        # The card's preprocessing (seed RGB or per-band standardisation), then its class order -> map codes.
+        probs = predictor.card.to_map_order(predictor.predict_reflectance(windows).probs)
+    out = []
+    for block, part in zip(prepared, np.split(probs, np.cumsum(counts)[:-1]), strict=True):
+        cy, cx = block.todo.shape
+        cells = np.full((cy * cx, NUM_CLASSES), np.nan, dtype=np.float32)
+        cells[block.todo.ravel()] = part
+        planes = np.empty((N_PLANES, cy, cx), dtype=np.float32)
+        planes[:NUM_CLASSES] = cells.T.reshape(NUM_CLASSES, cy, cx)
+        planes[-1] = block.clear_fraction
+        out.append(planes)
+    return out
+
+
 def classify_block(
     planes: np.ndarray,
     inside: np.ndarray,
@@ -99,35 +184,36 @@ def classify_block(
     min_clear: float,
     model: ModelRef,
 ) -> np.ndarray:
-    """(bands + 1, H, W) composite planes + (cy, cx) AOI mask -> (20, cy, cx) float32.
-
-    ``planes`` holds the reflectance of the model card's bands, then the clear-observation count
-    (pixels with none are not clear). Cells outside the AOI or with too little clear data are
-    not sent to the model (NaN probs).
-    """
-    bands, clear = planes[:-1], planes[-1] > 0
-    cy, cx = inside.shape
-    frac = clear_fraction(clear, window_px, stride_px, margin_px)
-    out = np.full((N_PLANES, cy, cx), np.nan, dtype=np.float32)
-    out[-1] = frac
-    todo = (inside & (frac >= min_clear)).ravel()
-    if not todo.any():
-        return out
-    windows = cut_windows(bands, window_px, stride_px, margin_px)[todo]
-    predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
-    # The card's preprocessing (seed RGB or per-band standardisation), then its class order -> map codes.
-    probs = predictor.card.to_map_order(predictor.predict_reflectance(windows).probs)
-    planes = np.full((cy * cx, NUM_CLASSES), np.nan, dtype=np.float32)
-    planes[todo] = probs
-    out[:NUM_CLASSES] = planes.T.reshape(NUM_CLASSES, cy, cx)
-    return out
+    """(bands + 1, H, W) composite planes + (cy, cx) map mask -> (20, cy, cx) float32, in one step."""
+    prepared = prepare_block(planes, inside, window_px=window_px, stride_px=stride_px, margin_px=margin_px,
+                             min_clear=min_clear)
+    return classify_prepared([prepared], model)[0]
 
 
-def items_touching(block: BlockSpec, grid: PatchGrid, items: Iterable) -> list[str]:
-    """Ids of the items whose footprint meets the ground the block's windows cover."""
+class ItemIndex:
+    """Scene footprints in a search tree, so finding the scenes of one block does not test every
+    scene of a country."""
+
+    def __init__(self, items: Iterable) -> None:
+        self.items = list(items)
+        self.tree = shapely.STRtree([shapely.geometry.shape(it.geometry) for it in self.items])
+
+    def touching(self, footprint: shapely.Geometry) -> list:
+        """The items whose footprint meets ``footprint`` (lon/lat), sorted by id."""
+        hits = self.tree.query(footprint, predicate="intersects")
+        return sorted((self.items[i] for i in hits), key=lambda it: it.id)
+
+
+def block_footprint(block: BlockSpec, grid: PatchGrid) -> shapely.Geometry:
+    """The ground the block's windows cover, in lon/lat."""
     ys, xs = block.pixels
-    footprint = grid.pixel_geobox[ys, xs].extent.to_crs("EPSG:4326").geom
-    return sorted(it.id for it in items if shapely.geometry.shape(it.geometry).intersects(footprint))
+    return grid.pixel_geobox[ys, xs].extent.to_crs("EPSG:4326").geom
+
+
+def items_touching(block: BlockSpec, grid: PatchGrid, items: Iterable | ItemIndex) -> list[str]:
+    """Ids of the items whose footprint meets the ground the block's windows cover."""
+    index = items if isinstance(items, ItemIndex) else ItemIndex(items)
+    return [it.id for it in index.touching(block_footprint(block, grid))]
 
 
 def block_key(block: BlockSpec, grid: PatchGrid, item_ids: list[str], model: ModelRef, min_clear: float) -> str:
@@ -141,7 +227,7 @@ def block_key(block: BlockSpec, grid: PatchGrid, item_ids: list[str], model: Mod
                    list(grid.pixel_geobox[ys, xs].shape)],
         "cells": [block.cells[0].start, block.cells[0].stop, block.cells[1].start, block.cells[1].stop],
         "windows": [grid.window_px, grid.stride_px, grid.margin_px],
-        "inside": hashlib.sha256(grid.inside_aoi[block.cells].tobytes()).hexdigest(),
+        "inside": hashlib.sha256(np.ascontiguousarray(block.inside).tobytes()).hexdigest(),
         "items": item_ids,
         "model": model.sha256,
         "min_clear": min_clear,
@@ -192,51 +278,91 @@ class DirectoryChunkStore:
         return self._path(key).exists()
 
 
-def blocks_in_aoi(grid: PatchGrid) -> list[BlockSpec]:
-    """Blocks with at least one cell in the AOI; the others never get a task."""
-    return [b for b in plan_blocks(grid) if grid.inside_aoi[b.cells].any()]
+def prepare_graph(planes, block: BlockSpec, grid: PatchGrid, *, min_clear: float):
+    """dask.delayed :func:`prepare_block` of one block, from its lazy (bands + 1, H, W) planes
+    (:func:`pipeline.load.load_block`). The key names the block, so the dashboard shows which."""
+    prepare = dask.delayed(prepare_block, pure=True)
+    return prepare(
+        planes, block.inside, window_px=grid.window_px, stride_px=grid.stride_px, margin_px=grid.margin_px,
+        min_clear=min_clear,
+        dask_key_name=f"prepare-{block.index[0]}-{block.index[1]}-{dask.base.tokenize(planes.name, block.inside)}",
+    )
 
 
-def composite_planes(composite, bands: Iterable[str]):
-    """The lazy (bands + 1, H, W) float32 array :func:`block_tasks` takes: the composite's
-    ``bands`` in order, then its ``clear_count``."""
-    import dask.array as da
-
-    return da.stack([*(composite[b].data for b in bands), composite["clear_count"].data.astype(np.float32)])
+# A GPU worker takes windows of several blocks per task, so each forward pass gets at least
+# this many (the predictor's default CUDA batch).
+GPU_WINDOWS_PER_TASK = 128
 
 
-def block_tasks(
-    planes, grid: PatchGrid, model: ModelRef, blocks: Iterable[BlockSpec], *, min_clear: float
-) -> Iterator[tuple[BlockSpec, object]]:
-    """(block, dask.delayed) for each of ``blocks``.
+def gpu_group_size(windows_per_block: int) -> int:
+    """Blocks per classification task on a GPU worker: enough windows for one full batch."""
+    return max(1, -(-GPU_WINDOWS_PER_TASK // max(1, windows_per_block)))
 
-    ``planes`` is the lazy (bands + 1, H, W) composite on ``grid.pixel_geobox``: the model's
-    bands, then the clear-observation count. One array, not two: each delayed argument is
-    optimised into its own graph, so a second array derived from the same composite would read
-    and composite every chunk twice.
+
+def classify_stream(
+    client,
+    works: Iterable,
+    prepare: Callable[[object], object],
+    model: ModelRef,
+    *,
+    gpu: bool,
+    in_flight: int,
+    group: int = 1,
+    before_first: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[object, np.ndarray, bool]]:
+    """Run the blocks of ``works`` on the cluster and yield ``(work, values, computed)`` as each lands.
+
+    ``works`` are planned lazily (``work.stored`` holds a result a store already had: it is
+    yielded at once, uncomputed). The others are submitted ``group`` at a time, at most
+    ``in_flight`` groups on the cluster at once, so the client holds what is in flight, not the
+    area. Each block's ``prepare(work)`` graph (reads, composite, windows) runs on any worker;
+    the one classification task of a group asks for the GPU resource when ``gpu``, so GPU workers
+    only classify while every worker reads. ``before_first`` runs before the first submission
+    (loading the model on the workers only when something is computed).
     """
-    classify = dask.delayed(classify_block, pure=True)
-    for block in blocks:
-        inside = grid.inside_aoi[block.cells]
-        ys, xs = block.pixels
-        task = classify(
-            planes[:, ys, xs],
-            inside,
-            window_px=grid.window_px,
-            stride_px=grid.stride_px,
-            margin_px=grid.margin_px,
-            min_clear=min_clear,
-            model=model,
-            dask_key_name=f"classify-{block.index[0]}-{block.index[1]}-{dask.base.tokenize(model, block.pixels, str(grid.pixel_geobox))}",
-        )
-        yield block, task
+    from distributed import as_completed
 
+    resources = {GPU_RESOURCE: 1} if gpu else None
+    works = iter(works)
+    running = as_completed()
+    groups: dict[str, list] = {}
+    waiting: list = []
+    started = False
+    exhausted = False
 
-def assemble(grid: PatchGrid, results: dict[tuple[int, int], tuple[BlockSpec, np.ndarray]]) -> np.ndarray:
-    """Place block results on the cell grid: (20, ny, nx), NaN where no block ran."""
-    ny, nx = grid.cell_geobox.shape
-    planes = np.full((N_PLANES, ny, nx), np.nan, dtype=np.float32)
-    planes[-1] = 0.0
-    for block, values in results.values():
-        planes[(slice(None), *block.cells)] = values
-    return planes
+    def submit(batch: list) -> None:
+        nonlocal started
+        if not started:
+            before_first()
+            started = True
+        prepared = client.compute([prepare(work) for work in batch])
+        key = f"classify-{batch[0].block.index[0]}-{batch[0].block.index[1]}-{dask.base.tokenize([w.key for w in batch], model)}"
+        future = client.submit(classify_prepared, prepared, model, key=key, resources=resources)
+        groups[future.key] = batch
+        running.add(future)
+
+    def fill() -> Iterator[tuple[object, np.ndarray, bool]]:
+        nonlocal exhausted
+        while not exhausted and running.count() < in_flight:
+            work = next(works, None)
+            if work is None:
+                exhausted = True
+                if waiting:
+                    submit(waiting[:])
+                    waiting.clear()
+            elif work.stored is not None:
+                yield work, work.stored, False
+            else:
+                waiting.append(work)
+                if len(waiting) >= group:
+                    submit(waiting[:])
+                    waiting.clear()
+
+    yield from fill()
+    while running.count():
+        future = next(running)
+        batch = groups.pop(future.key)
+        for work, values in zip(batch, future.result(), strict=True):
+            yield work, values, True
+        future.release()
+        yield from fill()

@@ -28,6 +28,7 @@ import rasterio
 import rasterio.warp
 import rasterio.windows
 import xarray as xr
+from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from distributed.diagnostics.plugin import WorkerPlugin
 from rasterio.errors import RasterioError
@@ -228,21 +229,79 @@ def load_composite(
     (with the client, if any) before computing it, as ``run_map`` does: it makes reprojected
     pixels independent of the chunking.
     """
-    usable = [item for item in items if item.id in offsets]
-    if not usable:
-        raise LoadError("no readable scenes left to load; widen the search or check the asset URLs")
-    bands = list(bands)
-    if "scl" in bands:
-        raise LoadError("'scl' is loaded for masking, not as a model band; remove it from the bands")
+    usable = _usable(items, offsets)
+    bands = _model_bands(bands)
     (ychunks, xchunks) = grid.pixel_chunks()
     # Load chunks cut at multiples of whole cells; the rechunk below adds the margins.
     load_chunk = grid.cells_per_chunk * grid.stride_px
+    raw, planes = _composite(usable, grid.pixel_geobox, {"y": load_chunk, "x": load_chunk}, offsets=offsets,
+                             bands=bands, mask_scl=mask_scl, resampling=resampling)
+    planes = planes.rechunk({1: ychunks, 2: xchunks})
+
+    coords = {"y": raw.y, "x": raw.x, "spatial_ref": raw.spatial_ref}
+    out = {band: xr.DataArray(planes[i], dims=("y", "x"), coords=coords) for i, band in enumerate(bands)}
+    out["clear_count"] = xr.DataArray(planes[len(bands)].astype(np.uint8), dims=("y", "x"), coords=coords)
+    composite = xr.Dataset(out)
+    composite.attrs.update(items=[item.id for item in usable], mask_scl=list(mask_scl))
+    for band in bands:
+        composite[band].attrs.update(units="1", long_name=f"{band} surface reflectance, median of clear observations")
+    composite["clear_count"].attrs.update(long_name="clear observations per pixel")
+    return composite
+
+
+def load_block(
+    items: Iterable[pystac.Item],
+    geobox: GeoBox,
+    *,
+    offsets: Mapping[str, int],
+    bands: Sequence[str] = ("red", "green", "blue"),
+    mask_scl: Sequence[int] = MASK_SCL,
+    resampling: str = "bilinear",
+) -> da.Array:
+    """The lazy (bands + 1, H, W) float32 composite planes of one block's ``geobox`` in one chunk:
+    the bands' median clear reflectance, then the clear-observation count (as :func:`load_composite`).
+
+    A streamed run builds this graph for each block as it submits it, so the client never holds
+    the graph of the whole area; the pixels equal those of :func:`load_composite` over any chunking.
+    """
+    usable = _usable(items, offsets)
+    ny, nx = geobox.shape
+    _, planes = _composite(usable, geobox, {"y": ny, "x": nx}, offsets=offsets, bands=_model_bands(bands),
+                           mask_scl=mask_scl, resampling=resampling)
+    return planes
+
+
+def _usable(items: Iterable[pystac.Item], offsets: Mapping[str, int]) -> list[pystac.Item]:
+    usable = [item for item in items if item.id in offsets]
+    if not usable:
+        raise LoadError("no readable scenes left to load; widen the search or check the asset URLs")
+    return usable
+
+
+def _model_bands(bands: Sequence[str]) -> list[str]:
+    if "scl" in bands:
+        raise LoadError("'scl' is loaded for masking, not as a model band; remove it from the bands")
+    return list(bands)
+
+
+def _composite(
+    usable: list[pystac.Item],
+    geobox: GeoBox,
+    chunks: Mapping[str, int],
+    *,
+    offsets: Mapping[str, int],
+    bands: list[str],
+    mask_scl: Sequence[int],
+    resampling: str,
+) -> tuple[xr.Dataset, da.Array]:
+    """odc-stac's lazy per-item read of ``bands`` + SCL on ``geobox``, and the (bands + 1, y, x)
+    composite of it, chunked as ``chunks`` (every date of a chunk in one task)."""
     with rasterio.Env(**GDAL_OPTIONS):  # captured into the graph by odc-stac, restored in each task
         raw = odc.stac.load(
             usable,
             bands=[*bands, "scl"],
-            geobox=grid.pixel_geobox,
-            chunks={"time": len(usable), "y": load_chunk, "x": load_chunk},
+            geobox=geobox,
+            chunks={"time": len(usable), **chunks},
             # One time slice per item, in the order given, so slice k takes items[k]'s offset.
             groupby=_own_slice,
             # The model card decides (reBEN upsamples 20 m bands with nearest); classes never blend.
@@ -266,17 +325,8 @@ def load_composite(
         chunks=((len(bands) + 1,), *raw["scl"].data.chunks[1:]),
         dtype=np.float32,
         name=f"composite-{dask.base.tokenize(*(raw[b].data.name for b in (*bands, 'scl')), offset_dn, scales, tuple(mask_scl))}",
-    ).rechunk({1: ychunks, 2: xchunks})
-
-    coords = {"y": raw.y, "x": raw.x, "spatial_ref": raw.spatial_ref}
-    out = {band: xr.DataArray(planes[i], dims=("y", "x"), coords=coords) for i, band in enumerate(bands)}
-    out["clear_count"] = xr.DataArray(planes[len(bands)].astype(np.uint8), dims=("y", "x"), coords=coords)
-    composite = xr.Dataset(out)
-    composite.attrs.update(items=[item.id for item in usable], mask_scl=list(mask_scl))
-    for band in bands:
-        composite[band].attrs.update(units="1", long_name=f"{band} surface reflectance, median of clear observations")
-    composite["clear_count"].attrs.update(long_name="clear observations per pixel")
-    return composite
+    )
+    return raw, planes
 
 
 def composite_block(

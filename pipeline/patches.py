@@ -24,8 +24,9 @@ is then ``cells * stride_px + 2 * margin_px`` pixels tall and wide: the shape :f
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
@@ -56,7 +57,27 @@ class PatchGrid:
     stride_px: int
     margin_px: int
     cells_per_chunk: int
-    inside_aoi: np.ndarray = field(repr=False)  # bool (ny, nx): cell polygon intersects the AOI
+    # The area mapped, in the grid CRS: the AOI (clipped to the scenes' footprints when the plan
+    # knew them). A cell is part of the map when its square meets this area.
+    area: shapely.Geometry
+
+    @functools.cached_property
+    def inside_aoi(self) -> np.ndarray:
+        """bool (ny, nx): cells whose square meets :attr:`area`. O(cells): for small grids and
+        tests; a run asks :meth:`inside_cells` block by block."""
+        return cells_intersecting(self.cell_geobox, self.area)
+
+    def inside_cells(self, cells: tuple[slice, slice]) -> np.ndarray:
+        """bool (cy, cx): which cells of ``cells`` meet the mapped area. A block wholly inside or
+        outside it is answered by one test of its square, so a country costs only its edges."""
+        sub = self.cell_geobox[cells]
+        shape = tuple(sub.shape)
+        square = shapely.box(*sub.boundingbox[:4])
+        if shapely.contains_properly(self.area, square):
+            return np.ones(shape, dtype=bool)
+        if not shapely.intersects(self.area, square) or shapely.touches(self.area, square):
+            return np.zeros(shape, dtype=bool)
+        return cells_intersecting(sub, self.area)
 
     @property
     def crs(self):
@@ -95,8 +116,12 @@ def plan_grid(
     stride_px: int | None = None,
     cells_per_chunk: int = 8,
     min_blocks: int = 1,
+    coverage: shapely.Geometry | None = None,
 ) -> PatchGrid:
     """Plan the cell and pixel grids covering ``aoi``.
+
+    ``coverage`` (lon/lat), the union of the scenes' footprints, clips the grid to the part of
+    the AOI the scenes cover: a continent-sized AOI over a few tiles maps those tiles only.
 
     ``crs`` defaults to the UTM zone of the AOI centre. ``stride_px`` defaults to ``window_px``
     (abutting windows); a smaller stride gives overlapping windows and finer cells.
@@ -112,6 +137,11 @@ def plan_grid(
     crs = crs or f"EPSG:{aoi.centre_utm_epsg}"
 
     projected = project_aoi(aoi, crs)
+    if coverage is not None:
+        projected = shapely.intersection(projected, project_lonlat(coverage, crs))
+        if projected.is_empty or projected.area == 0:
+            raise GridError("no scene footprint meets the AOI; widen the dates or check the AOI")
+    shapely.prepare(projected)
     cell = stride_px * resolution
     left, bottom, right, top = projected.bounds
     x0, x1 = math.floor(left / cell) * cell, math.ceil(right / cell) * cell
@@ -133,7 +163,7 @@ def plan_grid(
         stride_px=stride_px,
         margin_px=margin_px,
         cells_per_chunk=cells_per_chunk,
-        inside_aoi=cells_intersecting(cell_geobox, projected),
+        area=projected,
     )
 
 
@@ -150,8 +180,13 @@ def balanced_cells_per_chunk(shape: tuple[int, int], max_cells: int, min_blocks:
 
 def project_aoi(aoi: AOI, crs: str) -> shapely.Geometry:
     """The AOI polygon in ``crs``, its lon/lat edges densified so they bend as they should."""
+    return project_lonlat(aoi.geometry, crs)
+
+
+def project_lonlat(geometry: shapely.Geometry, crs: str) -> shapely.Geometry:
+    """A lon/lat geometry in ``crs``, its edges densified so they bend as they should."""
     to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    densified = shapely.segmentize(aoi.geometry, _DENSIFY_DEG)
+    densified = shapely.segmentize(geometry, _DENSIFY_DEG)
     return shapely.transform(densified, lambda xy: np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1])))
 
 

@@ -12,29 +12,32 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distributed import as_completed
+import numpy as np
+import shapely
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from models.classes import NUM_CLASSES
 from pipeline import __version__
 from pipeline.aoi import AOI, read_aoi
-from pipeline.cluster import GPU_RESOURCE, connect
+from pipeline.cluster import connect
 from pipeline.config import MapConfig
 from pipeline.errors import LandcoverError
 from pipeline.export.staging import check_out_dir
 from pipeline.infer import (
+    BlockSpec,
     ChunkStore,
+    ItemIndex,
     ModelRef,
-    assemble,
+    block_footprint,
     block_key,
-    block_tasks,
-    blocks_in_aoi,
-    composite_planes,
-    items_touching,
+    classify_stream,
+    gpu_group_size,
+    iter_blocks,
     load_model_here,
+    prepare_graph,
 )
-from pipeline.load import configure_gdal, item_offsets, load_composite
+from pipeline.load import configure_gdal, item_offsets, load_block, load_composite
 from pipeline.mosaic import mosaic
 from pipeline.patches import PatchGrid, plan_grid
 from pipeline.search import SearchParams, format_item_table, search_items
@@ -129,26 +132,97 @@ def _progress(console: Console) -> Progress:
     )
 
 
+def footprint_union(items) -> shapely.Geometry:
+    """The ground the scenes cover (lon/lat)."""
+    return shapely.union_all([shapely.geometry.shape(it.geometry) for it in items])
+
+
+def coverage_note(aoi: AOI, coverage: shapely.Geometry) -> str | None:
+    """A line for the log when the scenes leave part of the AOI uncovered (the grid is clipped)."""
+    covered = shapely.intersection(aoi.geometry, coverage).area / aoi.geometry.area
+    if covered > 0.999:
+        return None
+    return (f"the scenes cover {covered:.1%} of the AOI (lon/lat area); the map grid is clipped to the covered part, "
+            "the rest is not mapped")
+
+
+@dataclass(frozen=True)
+class Work:
+    """One block of a run: its scenes, its content key and, when a store had it, its result."""
+
+    block: BlockSpec
+    items: list
+    key: str
+    stored: np.ndarray | None = None
+
+
+def plan_work(grid: PatchGrid, index: ItemIndex, model: ModelRef, min_clear: float,
+              chunks: ChunkStore | None, *, lookahead: int = 256) -> Iterator[Work]:
+    """The blocks of the map with their scenes and keys, planned as the run asks for them.
+
+    Within each run of ``lookahead`` blocks the fullest go first (dask runs roughly in submission
+    order), so a small map does not end with one worker finishing a full block while others idle.
+    """
+    batch: list[BlockSpec] = []
+
+    def flush() -> Iterator[Work]:
+        for block in sorted(batch, key=lambda b: -b.n_inside):
+            items = index.touching(block_footprint(block, grid))
+            key = block_key(block, grid, [it.id for it in items], model, min_clear)
+            yield Work(block, items, key, chunks.get(key) if chunks is not None else None)
+        batch.clear()
+
+    for block in iter_blocks(grid):
+        batch.append(block)
+        if len(batch) >= lookahead:
+            yield from flush()
+    yield from flush()
+
+
+@dataclass(frozen=True)
+class GridCount:
+    blocks: int
+    cells: int
+
+
+def count_grid(grid: PatchGrid) -> GridCount:
+    """Blocks and map cells of ``grid``, without building any graph (one pass over the blocks)."""
+    blocks = cells = 0
+    for block in iter_blocks(grid):
+        blocks += 1
+        cells += block.n_inside
+    return GridCount(blocks, cells)
+
+
 def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStore | None = None) -> MapResult:
-    """Map ``cfg.aoi`` into ``cfg.out``. With ``chunks``, finished block results are persisted
-    as they complete and blocks whose inputs are unchanged are read back instead of recomputed."""
+    """Map ``cfg.aoi`` into ``cfg.out``, streamed: blocks are planned as they are submitted, a
+    bounded number are in flight, and each is written into the output rasters as it lands, so the
+    client holds what is in flight, never the whole area. With ``chunks``, finished block results
+    are persisted as they complete and blocks whose inputs are unchanged are read back instead of
+    recomputed."""
+    from pipeline.lock import out_dir_lock
+
+    aoi: AOI = read_aoi(cfg.aoi)
+    # Refused before any work; export checks again when it writes.
+    check_out_dir(cfg.out, marker="landcover.tif", overwrite=cfg.overwrite)
+    with out_dir_lock(cfg.out):
+        return _run_map(cfg, aoi, console or Console(stderr=True), chunks)
+
+
+def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | None) -> MapResult:
     from models.card import ModelCard
     from models.card import card_path, sha256_file
-    from pipeline.export import Provenance, export_map
+    from pipeline.export import Provenance, map_export
 
-    console = console or Console(stderr=True)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        timings[stage] = now - clock
+        timings[stage] = timings.get(stage, 0.0) + now - clock
         clock = now
 
-    aoi: AOI = read_aoi(cfg.aoi)
-    # Refused before any work; export checks again when it writes.
-    check_out_dir(cfg.out, marker="landcover.tif", overwrite=cfg.overwrite)
     model_path = resolve_model(cfg.model)
     card = ModelCard.read(card_path(model_path)) if card_path(model_path).exists() else None
     if card is None:
@@ -162,34 +236,12 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
     lap("aoi")
 
     with stac_endpoint(cfg) as stac_url:
-        start, end = cfg.date_window()
-        params = SearchParams(
-            source=cfg.source,
-            stac_url=stac_url,
-            collection=cfg.collection,
-            start=start,
-            end=end,
-            max_cloud=cfg.max_cloud,
-            max_items_per_tile=cfg.max_items_per_tile,
-        )
-        items = search_items(params, aoi)
+        items = search_items(search_params(cfg, stac_url), aoi)
         console.print(format_item_table(items))
         lap("search")
-
-        grid = plan_grid(
-            aoi,
-            crs=cfg.crs,
-            resolution=cfg.resolution,
-            window_px=card.window_px,
-            stride_px=cfg.stride,
-            cells_per_chunk=cfg.cells_per_chunk,
-            min_blocks=MIN_BLOCKS,
-        )
-        ny, nx = grid.cell_geobox.shape
-        console.print(
-            f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {grid.stride_px * cfg.resolution:.0f} m, "
-            f"windows {grid.window_px} px, {int(grid.inside_aoi.sum())} cells in the AOI"
-        )
+        grid = plan_map_grid(cfg, aoi, items, card.window_px, console)
+        count = count_grid(grid)
+        lap("plan")
 
         with connect(cfg.scheduler, cfg.workers) as (client, info), _progress(console) as progress:
             where = "local cluster" if info.local else f"cluster {cfg.scheduler}"
@@ -201,46 +253,9 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
             lap("cluster")
             offsets = item_offsets(items, bands=card.bands)  # every band the model needs is probed
             items = [it for it in items if it.id in offsets]
+            index = ItemIndex(items)
             lap("offsets")
 
-            ds = load_composite(items, grid, offsets=offsets, bands=tuple(card.bands), resampling=card.resampling)
-            planes = composite_planes(ds, card.bands)
-            blocks = blocks_in_aoi(grid)
-            keys = {b.index: block_key(b, grid, items_touching(b, grid, items), model, cfg.min_clear) for b in blocks}
-            results = {}
-            for block in blocks:
-                stored = chunks.get(keys[block.index]) if chunks is not None else None
-                if stored is not None:
-                    results[block.index] = (block, stored)
-            # Biggest blocks first (dask runs them roughly in submission order), so the run does not
-            # end with one worker finishing a full block while the others idle.
-            todo = sorted((b for b in blocks if b.index not in results), key=lambda b: -int(grid.inside_aoi[b.cells].sum()))
-            tasks = list(block_tasks(planes, grid, model, todo, min_clear=cfg.min_clear))
-            lap("graph")
-            if tasks:  # a run whose blocks are all stored never needs the model
-                load_model_on_workers(client, model)
-            lap("model")
-
-            bar = progress.add_task("classifying chunks", total=len(blocks), completed=len(results))
-            if tasks:
-                resources = {GPU_RESOURCE: 1} if info.gpu_workers else None
-                futures = client.compute([t for _, t in tasks], resources=resources)
-                by_key = {f.key: block for f, (block, _) in zip(futures, tasks)}
-                for future in as_completed(futures):
-                    block = by_key[future.key]
-                    values = future.result()
-                    if chunks is not None:
-                        chunks.put(keys[block.index], values)  # persisted as it lands: resumable
-                    results[block.index] = (block, values)
-                    progress.advance(bar)
-            lap("load+infer")
-
-            cell_planes = assemble(grid, results)
-            class_map = mosaic(
-                cell_planes[:NUM_CLASSES], cell_planes[NUM_CLASSES], grid.inside_aoi,
-                min_clear=cfg.min_clear, multi_label=card.task == "multi-label", threshold=card.threshold,
-            )
-            lap("mosaic")
             provenance = Provenance(
                 input_items=[it.id for it in items],
                 model_id=model_id,
@@ -250,27 +265,104 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
                 parameters=cfg.model_dump(mode="json"),
                 synthetic_model=bool(card.training_data.synthetic),
             )
-            composite = None
-            if cfg.save_composite:
-                # Written while the cluster is up: the composite is computed again, block by block.
-                from pipeline.export.composite import write_composite
+            composite = _composite_writer(cfg, card, grid, items, offsets, client, progress) if cfg.save_composite else None
+            bar = progress.add_task("classifying chunks", total=count.blocks)
+            computed = 0
+            model_loaded = False
 
-                def composite(path: Path) -> None:
-                    task = progress.add_task("writing composite.tif", total=None)
-                    write_composite(
-                        path, [ds[b].data for b in card.bands], card.bands, grid.pixel_geobox, client,
-                        progress=lambda done, total: progress.update(task, completed=done, total=total),
+            def load_model_once() -> None:
+                nonlocal model_loaded
+                if not model_loaded:  # a run whose blocks are all stored never needs the model
+                    load_model_on_workers(client, model)
+                    model_loaded = True
+
+            def prepare(work: Work):
+                ys, xs = work.block.pixels
+                planes = load_block(work.items, grid.pixel_geobox[ys, xs], offsets=offsets, bands=tuple(card.bands),
+                                    resampling=card.resampling)
+                return prepare_graph(planes, work.block, grid, min_clear=cfg.min_clear)
+
+            with map_export(
+                grid.cell_geobox, cfg.out, provenance=provenance, multi_label=card.task == "multi-label",
+                threshold=card.threshold, aoi=aoi.geometry, scenes=items, overwrite=cfg.overwrite, composite=composite,
+            ) as export:
+                stream = classify_stream(
+                    client, plan_work(grid, index, model, cfg.min_clear, chunks), prepare, model,
+                    gpu=info.gpu_workers > 0, in_flight=max(2, 2 * info.n_workers),
+                    group=gpu_group_size(grid.cells_per_chunk ** 2) if info.gpu_workers else 1,
+                    before_first=load_model_once,
+                )
+                for work, values, fresh in stream:
+                    if fresh:
+                        computed += 1
+                        if chunks is not None:
+                            chunks.put(work.key, values)  # persisted as it lands: resumable
+                    block_map = mosaic(
+                        values[:NUM_CLASSES], values[NUM_CLASSES], work.block.inside, min_clear=cfg.min_clear,
+                        multi_label=card.task == "multi-label", threshold=card.threshold,
                     )
-
-            files = export_map(
-                class_map, grid.cell_geobox, cfg.out, aoi=aoi.geometry, scenes=items,
-                provenance=provenance, overwrite=cfg.overwrite, composite=composite,
-            )
+                    export.write(work.block.cells, block_map)
+                    progress.advance(bar)
+                lap("load+infer")
             lap("export")
+            files = export.files
+            n_valid = export.stats.valid
     lap("shutdown")
-    n_valid = int((class_map.classes > 0).sum())
     return MapResult(
-        cfg.out, files, grid, len(items), int(grid.inside_aoi.sum()), n_valid,
-        blocks_total=len(blocks), blocks_computed=len(tasks), items=items,
+        cfg.out, files, grid, len(items), count.cells, n_valid,
+        blocks_total=count.blocks, blocks_computed=computed, items=items,
         model_sha256=model.sha256, timings=timings,
     )
+
+
+def search_params(cfg: MapConfig, stac_url: str | None) -> SearchParams:
+    start, end = cfg.date_window()
+    return SearchParams(
+        source=cfg.source,
+        stac_url=stac_url,
+        collection=cfg.collection,
+        start=start,
+        end=end,
+        max_cloud=cfg.max_cloud,
+        max_items_per_tile=cfg.max_items_per_tile,
+    )
+
+
+def plan_map_grid(cfg: MapConfig, aoi: AOI, items: list, window_px: int, console: Console) -> PatchGrid:
+    """The run's grid over the part of the AOI the scenes cover, said in the log when that is less."""
+    coverage = footprint_union(items)
+    note = coverage_note(aoi, coverage)
+    if note:
+        console.print(note)
+    grid = plan_grid(
+        aoi,
+        crs=cfg.crs,
+        resolution=cfg.resolution,
+        window_px=window_px,
+        stride_px=cfg.stride,
+        cells_per_chunk=cfg.cells_per_chunk,
+        min_blocks=MIN_BLOCKS,
+        coverage=coverage,
+    )
+    ny, nx = grid.cell_geobox.shape
+    console.print(
+        f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {grid.stride_px * cfg.resolution:.0f} m, "
+        f"windows {grid.window_px} px, blocks of {grid.cells_per_chunk} x {grid.cells_per_chunk} cells"
+    )
+    return grid
+
+
+def _composite_writer(cfg, card, grid, items, offsets, client, progress):
+    """composite.tif, computed again block by block while the cluster is up (whole-grid graph:
+    meant for maps small enough to look at in QGIS)."""
+    from pipeline.export.composite import write_composite
+
+    def composite(path: Path) -> None:
+        ds = load_composite(items, grid, offsets=offsets, bands=tuple(card.bands), resampling=card.resampling)
+        task = progress.add_task("writing composite.tif", total=None)
+        write_composite(
+            path, [ds[b].data for b in card.bands], card.bands, grid.pixel_geobox, client,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+
+    return composite

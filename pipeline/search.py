@@ -262,13 +262,15 @@ def select_best_per_tile(items: Iterable[pystac.Item], max_per_tile: int) -> lis
     return chosen
 
 
-def format_item_table(items: Iterable[pystac.Item]) -> Table:
-    """The scenes a run will use, one row each, for the terminal before work starts."""
+def format_item_table(items: Iterable[pystac.Item], max_rows: int = 30) -> Table:
+    """The scenes a run will use, one row each (the first ``max_rows``; a country's hundreds are
+    summed up in a last row), for the terminal before work starts."""
     items = list(items)
-    table = Table(title=f"{len(items)} Sentinel-2 scene{'s' if len(items) != 1 else ''}")
+    tiles = {mgrs_tile(item) for item in items}
+    table = Table(title=f"{len(items)} Sentinel-2 scene{'s' if len(items) != 1 else ''} on {len(tiles)} tile{'s' if len(tiles) != 1 else ''}")
     for column, justify in (("tile", "left"), ("date", "left"), ("cloud %", "right"), ("baseline", "right"), ("id", "left")):
         table.add_column(column, justify=justify)
-    for item in items:
+    for item in items[:max_rows]:
         when = item.datetime.date().isoformat() if item.datetime else "?"
         cloud = item.properties.get("eo:cloud_cover")
         table.add_row(
@@ -278,6 +280,8 @@ def format_item_table(items: Iterable[pystac.Item]) -> Table:
             str(item.properties.get("s2:processing_baseline", "?")),
             item.id,
         )
+    if len(items) > max_rows:
+        table.add_row("...", "", "", "", f"{len(items) - max_rows} more scenes")
     return table
 
 

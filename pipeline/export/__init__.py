@@ -8,8 +8,9 @@ last, so its presence marks a complete map); an error midway leaves no file behi
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +27,11 @@ from pipeline.export import qgis, raster, stac, vector
 from pipeline.export.provenance import Provenance
 from pipeline.export.quicklook import render_quicklook
 from pipeline.export.staging import prepare_out_dir, staged, sweep_partials
-from pipeline.export.summary import cell_area_m2, class_stats, map_summary
+from pipeline.export.summary import MapStats, cell_area_m2, class_stats, map_summary
+from pipeline.export.writer import MapRasters
 from pipeline.mosaic import ClassMap
 
-__all__ = ["ExportedFiles", "Provenance", "export_map"]
+__all__ = ["ExportedFiles", "MapExport", "Provenance", "export_map", "map_export"]
 
 LANDCOVER_TIF = "landcover.tif"
 LANDCOVER_AUX = "landcover.tif.aux.xml"
@@ -97,9 +99,58 @@ def export_map(
     progress: Callable[[str], None] | None = None,
     composite: Callable[[Path], None] | None = None,
 ) -> ExportedFiles:
-    """Write every product of a map into ``out_dir`` (created if missing).
+    """Write every product of an in-memory map into ``out_dir`` (created if missing): the
+    whole map as one block of :func:`map_export`.
 
     cell_geobox: the output grid (projected CRS, north up) with the shape of ``class_map``.
+    """
+    if tuple(cell_geobox.shape) != class_map.shape:
+        raise ValueError(f"cell_geobox has shape {tuple(cell_geobox.shape)} but the class map {class_map.shape}")
+    with map_export(
+        cell_geobox, out_dir, provenance=provenance, multi_label=class_map.multi_label, threshold=class_map.threshold,
+        aoi=aoi, scenes=scenes, overwrite=overwrite, progress=progress, composite=composite,
+    ) as export:
+        export.write((slice(0, class_map.shape[0]), slice(0, class_map.shape[1])), class_map)
+    return export.files
+
+
+class MapExport:
+    """The products of one map being written: ``write`` each finished block of cells; the files
+    are made when the ``with map_export(...)`` block ends without an error (``files`` then)."""
+
+    def __init__(self, rasters: MapRasters) -> None:
+        self._rasters = rasters
+        self.files: ExportedFiles | None = None
+
+    def write(self, cells: tuple[slice, slice], block: ClassMap) -> None:
+        self._rasters.write(cells, block)
+
+    @property
+    def stats(self) -> MapStats:
+        return self._rasters.stats
+
+
+@contextlib.contextmanager
+def map_export(
+    cell_geobox: GeoBox,
+    out_dir: str | Path,
+    *,
+    provenance: Provenance | Mapping[str, Any],
+    multi_label: bool = False,
+    threshold: float = 0.5,
+    aoi: BaseGeometry | None = None,
+    scenes: Sequence[Any] = (),
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+    composite: Callable[[Path], None] | None = None,
+) -> Iterator[MapExport]:
+    """Write a map's products block by block into ``out_dir`` (created if missing).
+
+    Blocks go into scratch rasters as they are written; when the ``with`` block ends, the COGs,
+    the GeoPackage (read back window by window), styles, project, quicklook, summary and STAC item
+    are made and renamed into place together, landcover.tif last. An error, in the ``with`` block
+    or here, leaves no product behind (a previous map in ``out_dir`` stays as it was).
+
     aoi: the area of interest in lon/lat, outlined on the quicklook.
     scenes: the input STAC items (pystac.Item or dicts).
     composite: writes the reflectance composite (``composite.tif``) to the path it is given;
@@ -107,81 +158,90 @@ def export_map(
     Raises OutputError when ``out_dir`` holds a previous map (unless ``overwrite``) or
     cannot be written.
     """
-    if tuple(cell_geobox.shape) != class_map.shape:
-        raise ValueError(f"cell_geobox has shape {tuple(cell_geobox.shape)} but the class map {class_map.shape}")
     cell_area_m2(cell_geobox)  # refuses rotated or geographic grids before anything is written
     provenance = provenance if isinstance(provenance, Provenance) else Provenance.model_validate(dict(provenance))
     out = Path(out_dir)
     prepare_out_dir(out, marker=LANDCOVER_TIF, overwrite=overwrite)
     sweep_partials(out)
     done = progress or (lambda name: None)
-
-    stats = class_stats(class_map, cell_geobox)
-    records = vector.scene_records(scenes)
-    created = datetime.now(UTC)
-    current = ""
+    current = {"file": "scratch rasters"}  # named in the one-line error if writing it fails
+    rasters: MapRasters | None = None
     try:
+        rasters = MapRasters(out, cell_geobox, provenance, multi_label=multi_label, threshold=threshold)
+        export = MapExport(rasters)
         with staged(out) as staging:
-            current = LANDCOVER_TIF
-            raster.write_class_cog(staging.path(LANDCOVER_TIF), class_map, cell_geobox, provenance)
-            staging.path(LANDCOVER_AUX).write_text(raster.class_aux_xml(), encoding="utf-8")
-            done(LANDCOVER_TIF)
-
-            current = CONFIDENCE_TIF
-            raster.write_confidence_cog(staging.path(CONFIDENCE_TIF), class_map, cell_geobox, provenance)
-            done(CONFIDENCE_TIF)
-
-            current = PROBABILITIES_TIF
-            raster.write_probability_cog(staging.path(PROBABILITIES_TIF), class_map, cell_geobox, provenance)
-            done(PROBABILITIES_TIF)
-
-            if composite is not None:
-                current = COMPOSITE_TIF
-                composite(staging.path(COMPOSITE_TIF))
-                done(COMPOSITE_TIF)
-
-            current = GEOPACKAGE
-            layers = {
-                "landcover": vector.class_polygons(class_map, cell_geobox),
-                "patches": vector.patch_cells(class_map, cell_geobox),
-                "scenes": vector.scene_footprints(records, cell_geobox),
-            }
-            vector.write_geopackage(staging.path(GEOPACKAGE), layers, vector.layer_styles(created))
-            done(GEOPACKAGE)
-
-            current = "QGIS styles and project"
-            staging.path(LANDCOVER_QML).write_text(qgis.to_text(qgis.landcover_raster_style()), encoding="utf-8")
-            staging.path(CONFIDENCE_QML).write_text(qgis.to_text(qgis.confidence_raster_style()), encoding="utf-8")
-            qgis.write_qgz(staging.path(PROJECT), _project(cell_geobox, provenance, with_composite=composite is not None))
-            done(PROJECT)
-
-            current = QUICKLOOK
-            title = f"Land cover ({provenance.model_id})"
-            render_quicklook(
-                staging.path(QUICKLOOK), class_map, cell_geobox, stats,
-                title=title, synthetic_model=provenance.synthetic_model, aoi=aoi,
+            yield export
+            finals = _write_products(
+                staging, rasters, cell_geobox, provenance, aoi=aoi, scenes=scenes, composite=composite, done=done,
+                step=lambda name: current.update(file=name),
             )
-            done(QUICKLOOK)
-
-            current = SUMMARY
-            scene_rows = [{k: v for k, v in r.items() if k != "geometry"} for r in records]
-            summary = map_summary(class_map, cell_geobox, provenance, scene_rows)
-            _write_json(staging.path(SUMMARY), summary)
-            done(SUMMARY)
-
-            current = ITEM
-            assets = {**_ASSETS, **(_COMPOSITE_ASSET if composite is not None else {})}
-            item = stac.map_item(
-                cell_geobox, provenance, records, stac.input_links(scenes), assets, stats, created=created
-            )
-            _write_json(staging.path(ITEM), item.to_dict(include_self_link=False, transform_hrefs=False))
-            done(ITEM)
-
-            finals = staging.commit(last=LANDCOVER_TIF)
+            export.files = _exported(out, finals)
     except (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise OutputError(f"could not write {current} in {out}: {reason}; check free space and permissions") from exc
+        raise OutputError(f"could not write {current['file']} in {out}: {reason}; check free space and permissions") from exc
+    finally:
+        if rasters is not None:
+            rasters.discard()
 
+
+def _write_products(
+    staging: Any, rasters: MapRasters, cell_geobox: GeoBox, provenance: Provenance, *, aoi: BaseGeometry | None,
+    scenes: Sequence[Any], composite: Callable[[Path], None] | None, done: Callable[[str], None],
+    step: Callable[[str], None],
+) -> dict[str, Path]:
+    stats = class_stats(rasters.stats, cell_geobox)
+    records = vector.scene_records(scenes)
+    created = datetime.now(UTC)
+
+    step(LANDCOVER_TIF)
+    rasters.finish(staging.path(LANDCOVER_TIF), staging.path(CONFIDENCE_TIF), staging.path(PROBABILITIES_TIF))
+    staging.path(LANDCOVER_AUX).write_text(raster.class_aux_xml(), encoding="utf-8")
+    for name in (LANDCOVER_TIF, CONFIDENCE_TIF, PROBABILITIES_TIF):
+        done(name)
+
+    if composite is not None:
+        step(COMPOSITE_TIF)
+        composite(staging.path(COMPOSITE_TIF))
+        done(COMPOSITE_TIF)
+
+    step(GEOPACKAGE)
+    polygons = vector.dissolved_classes(((w.class_map, w.geobox) for w in rasters.windows()), cell_geobox, stats)
+    layers = {
+        "landcover": polygons,
+        "patches": (vector.patch_cells(w.class_map, w.geobox, (w.cells[0].start, w.cells[1].start)) for w in rasters.windows()),
+        "scenes": vector.scene_footprints(records, cell_geobox),
+    }
+    vector.write_geopackage(staging.path(GEOPACKAGE), layers, vector.layer_styles(created))
+    done(GEOPACKAGE)
+
+    step("QGIS styles and project")
+    staging.path(LANDCOVER_QML).write_text(qgis.to_text(qgis.landcover_raster_style()), encoding="utf-8")
+    staging.path(CONFIDENCE_QML).write_text(qgis.to_text(qgis.confidence_raster_style()), encoding="utf-8")
+    qgis.write_qgz(staging.path(PROJECT), _project(cell_geobox, provenance, with_composite=composite is not None))
+    done(PROJECT)
+
+    step(QUICKLOOK)
+    title = f"Land cover ({provenance.model_id})"
+    render_quicklook(
+        staging.path(QUICKLOOK), rasters.overview(), cell_geobox, stats,
+        title=title, synthetic_model=provenance.synthetic_model, aoi=aoi,
+    )
+    done(QUICKLOOK)
+
+    step(SUMMARY)
+    scene_rows = [{k: v for k, v in r.items() if k != "geometry"} for r in records]
+    _write_json(staging.path(SUMMARY), map_summary(rasters.stats, cell_geobox, provenance, scene_rows))
+    done(SUMMARY)
+
+    step(ITEM)
+    assets = {**_ASSETS, **(_COMPOSITE_ASSET if composite is not None else {})}
+    item = stac.map_item(cell_geobox, provenance, records, stac.input_links(scenes), assets, stats, created=created)
+    _write_json(staging.path(ITEM), item.to_dict(include_self_link=False, transform_hrefs=False))
+    done(ITEM)
+    return staging.commit(last=LANDCOVER_TIF)
+
+
+def _exported(out: Path, finals: dict[str, Path]) -> ExportedFiles:
     return ExportedFiles(
         out_dir=out,
         landcover=finals[LANDCOVER_TIF],

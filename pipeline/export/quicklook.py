@@ -43,7 +43,7 @@ def _outline_rings(aoi: BaseGeometry, geobox: GeoBox) -> list[np.ndarray]:
 
 def render_quicklook(
     path: Path,
-    class_map: ClassMap,
+    class_map: ClassMap | np.ndarray,
     geobox: GeoBox,
     stats: list[ClassStats],
     *,
@@ -52,13 +52,16 @@ def render_quicklook(
     aoi: BaseGeometry | None = None,
     dpi: int = 100,
 ) -> None:
-    """Draw the map in metres/1000 of its own CRS so the axes read as distances in km."""
+    """Draw the map in metres/1000 of its own CRS so the axes read as distances in km.
+
+    ``class_map``: the map, or its class codes decimated to fit the picture (a large map)."""
+    classes = class_map.classes if isinstance(class_map, ClassMap) else np.asarray(class_map)
     left, bottom, right, top = geobox.boundingbox[:4]
     figure = Figure(figsize=(11, 7), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.imshow(
-        class_rgba()[class_map.classes],
+        class_rgba()[classes],
         extent=(left / 1000, right / 1000, bottom / 1000, top / 1000),
         interpolation="nearest",
         origin="upper",
@@ -73,7 +76,7 @@ def render_quicklook(
     axes.ticklabel_format(useOffset=False, style="plain")
     axes.set_aspect("equal")
     cell = abs(geobox.resolution.x)
-    axes.set_title(f"{title}\n{class_map.shape[0]} x {class_map.shape[1]} cells of {cell:g} m")
+    axes.set_title(f"{title}\n{geobox.shape[0]} x {geobox.shape[1]} cells of {cell:g} m")
 
     handles = [
         Patch(facecolor=class_rgba()[s.code], edgecolor="0.3", label=_legend_label(s)) for s in stats

@@ -6,7 +6,7 @@ quicklook) reports the same numbers.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,13 +39,47 @@ def cell_area_m2(geobox: GeoBox) -> float:
     return abs(affine.a * affine.e)
 
 
-def class_stats(class_map: ClassMap, geobox: GeoBox) -> list[ClassStats]:
+@dataclass
+class MapStats:
+    """Running totals of a map, added up block by block as the blocks are written, so the
+    summary, the legend and the STAC item never need the whole map in memory."""
+
+    total: int  # cells of the grid, mapped or not
+    multi_label: bool = False
+    threshold: float = 0.5
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES) + 1, np.int64))
+    confidence_sums: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES) + 1, np.float64))
+    present: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES), np.int64))
+
+    @classmethod
+    def of(cls, class_map: ClassMap) -> MapStats:
+        stats = cls(total=int(class_map.valid.size), multi_label=class_map.multi_label, threshold=class_map.threshold)
+        stats.add(class_map)
+        return stats
+
+    def add(self, block: ClassMap) -> None:
+        codes = block.classes[block.valid]
+        self.counts += np.bincount(codes, minlength=len(CLASS_NAMES) + 1)
+        self.confidence_sums += np.bincount(
+            codes, weights=block.confidence[block.valid].astype(np.float64), minlength=len(CLASS_NAMES) + 1
+        )
+        if self.multi_label:
+            self.present += block.labels().sum(axis=(1, 2))
+
+    @property
+    def valid(self) -> int:
+        return int(self.counts[1:].sum())
+
+    @property
+    def mean_confidence(self) -> float | None:
+        return float(self.confidence_sums[1:].sum() / self.valid) if self.valid else None
+
+
+def class_stats(stats: MapStats | ClassMap, geobox: GeoBox) -> list[ClassStats]:
     """One entry per class present in the map, in code order."""
+    stats = stats if isinstance(stats, MapStats) else MapStats.of(stats)
     area = cell_area_m2(geobox) / SQUARE_METRES_PER_HECTARE
-    codes = class_map.classes[class_map.valid]
-    confidence = class_map.confidence[class_map.valid]
-    counts = np.bincount(codes, minlength=len(CLASS_NAMES) + 1)
-    conf_sums = np.bincount(codes, weights=confidence.astype(np.float64), minlength=len(CLASS_NAMES) + 1)
+    counts, conf_sums = stats.counts, stats.confidence_sums
     total = int(counts[1:].sum())
     return [
         ClassStats(
@@ -62,27 +96,27 @@ def class_stats(class_map: ClassMap, geobox: GeoBox) -> list[ClassStats]:
 
 
 def map_summary(
-    class_map: ClassMap,
+    stats: MapStats | ClassMap,
     geobox: GeoBox,
     provenance: Provenance,
     scenes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The content of summary.json."""
-    stats = class_stats(class_map, geobox)
+    stats = stats if isinstance(stats, MapStats) else MapStats.of(stats)
     cell_area_ha = cell_area_m2(geobox) / SQUARE_METRES_PER_HECTARE
-    valid = class_map.valid_count
+    valid = stats.valid
     resolution = geobox.resolution
     return {
         "crs": str(geobox.crs),
         "cell_size_m": [abs(float(resolution.x)), abs(float(resolution.y))],
-        "shape": list(class_map.shape),
+        "shape": list(geobox.shape),
         "bounds": list(geobox.boundingbox),
-        "cells": {"total": int(class_map.valid.size), "valid": valid, "nodata": int(class_map.valid.size - valid)},
+        "cells": {"total": stats.total, "valid": valid, "nodata": stats.total - valid},
         "mapped_area_ha": valid * cell_area_ha,
-        "mean_confidence": float(np.mean(class_map.confidence[class_map.valid])) if valid else None,
-        "confidence": "sigmoid score" if class_map.multi_label else "softmax probability",
-        "classes": [asdict(s) for s in stats],
-        **({"labels": label_presence(class_map, geobox)} if class_map.multi_label else {}),
+        "mean_confidence": stats.mean_confidence,
+        "confidence": "sigmoid score" if stats.multi_label else "softmax probability",
+        "classes": [asdict(s) for s in class_stats(stats, geobox)],
+        **({"labels": label_presence(stats, geobox)} if stats.multi_label else {}),
         "scenes": scenes,
         "model": {
             "id": provenance.model_id,
@@ -93,13 +127,14 @@ def map_summary(
     }
 
 
-def label_presence(class_map: ClassMap, geobox: GeoBox) -> dict[str, Any]:
+def label_presence(stats: MapStats | ClassMap, geobox: GeoBox) -> dict[str, Any]:
     """Multi-label maps: in how many cells (and how much area) each class is present at all,
     whether or not it is the mapped class."""
+    stats = stats if isinstance(stats, MapStats) else MapStats.of(stats)
     area = cell_area_m2(geobox) / SQUARE_METRES_PER_HECTARE
-    counts = class_map.labels().sum(axis=(1, 2))
+    counts = stats.present
     return {
-        "threshold": class_map.threshold,
+        "threshold": stats.threshold,
         "classes": [
             {"code": code, "name": class_name(code), "cells": int(counts[code - 1]), "area_ha": float(counts[code - 1] * area)}
             for code in range(1, len(CLASS_NAMES) + 1)

@@ -6,7 +6,7 @@ Every layer is in the map CRS, so they line up with the rasters without reprojec
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from shapely.geometry import MultiPolygon, shape
 
 from models.classes import class_name
 from pipeline.export.qgis import categorized_sld, categorized_style, outline_style, to_text
-from pipeline.export.summary import class_stats
+from pipeline.export.summary import ClassStats, class_stats
 from pipeline.mosaic import TOP_K, ClassMap
 
 GPKG_VERSION = "1.3"  # QGIS 3.22 warns on 1.4
@@ -33,22 +33,42 @@ def _crs(geobox: GeoBox) -> str:
     return geobox.crs.to_wkt()
 
 
-def class_polygons(class_map: ClassMap, geobox: GeoBox) -> gpd.GeoDataFrame:
+def class_polygons(class_map: ClassMap, geobox: GeoBox, stats: Sequence[ClassStats] | None = None) -> gpd.GeoDataFrame:
     """One multipolygon per class present: the class raster's cells dissolved."""
+    return dissolved_classes([(class_map, geobox)], geobox, stats or class_stats(class_map, geobox))
+
+
+def dissolved_classes(
+    windows: Iterable[tuple[ClassMap, GeoBox]], geobox: GeoBox, stats: Sequence[ClassStats]
+) -> gpd.GeoDataFrame:
+    """:func:`class_polygons` of a map read window by window (``geobox`` is the whole map's grid).
+
+    Polygons that end on a window's edge inside the map are kept apart and unioned per class at the
+    end, so a class area cut by window edges comes out as one polygon, as from one whole read.
+    """
     parts: dict[int, list] = defaultdict(list)
-    # shapes() traces maximal 4-connected runs of equal code, so each class is the union of its parts.
-    for geom, value in rasterio.features.shapes(
-        class_map.classes, mask=class_map.valid, transform=geobox.affine, connectivity=4
-    ):
-        parts[int(value)].append(shape(geom))
-    stats = {s.code: s for s in class_stats(class_map, geobox)}
+    seams: dict[int, list] = defaultdict(list)
+    left, bottom, right, top = geobox.boundingbox[:4]
+    for class_map, box in windows:
+        w_left, w_bottom, w_right, w_top = box.boundingbox[:4]
+        # shapes() traces maximal 4-connected runs of equal code, so each class is the union of its parts.
+        for geom, value in rasterio.features.shapes(
+            class_map.classes, mask=class_map.valid, transform=box.affine, connectivity=4
+        ):
+            polygon = shape(geom)
+            x0, y0, x1, y1 = polygon.bounds
+            on_seam = (x0 == w_left > left) or (x1 == w_right < right) or (y0 == w_bottom > bottom) or (y1 == w_top < top)
+            (seams if on_seam else parts)[int(value)].append(polygon)
+    for code, polygons in seams.items():
+        parts[code].extend(shapely.get_parts(shapely.coverage_union_all(polygons)))
+    by_code = {s.code: s for s in stats}
     rows = [
         {
             "class_id": code,
-            "class_name": stats[code].name,
-            "area_ha": stats[code].area_ha,
-            "mean_confidence": stats[code].mean_confidence,
-            "cell_count": stats[code].cells,
+            "class_name": by_code[code].name,
+            "area_ha": by_code[code].area_ha,
+            "mean_confidence": by_code[code].mean_confidence,
+            "cell_count": by_code[code].cells,
             "geometry": MultiPolygon(parts[code]),
         }
         for code in sorted(parts)
@@ -57,8 +77,9 @@ def class_polygons(class_map: ClassMap, geobox: GeoBox) -> gpd.GeoDataFrame:
     return _frame(rows, columns, geobox)
 
 
-def patch_cells(class_map: ClassMap, geobox: GeoBox) -> gpd.GeoDataFrame:
-    """One square per valid cell with its class, top-3 classes and clear fraction."""
+def patch_cells(class_map: ClassMap, geobox: GeoBox, offset: tuple[int, int] = (0, 0)) -> gpd.GeoDataFrame:
+    """One square per valid cell with its class, top-3 classes and clear fraction. ``offset``:
+    the (row, col) of the class map's first cell in the whole map, for maps written by windows."""
     rows, cols = np.nonzero(class_map.valid)
     affine = geobox.affine
     x0 = affine.c + cols * affine.a
@@ -66,8 +87,8 @@ def patch_cells(class_map: ClassMap, geobox: GeoBox) -> gpd.GeoDataFrame:
     x1, y1 = x0 + affine.a, y0 + affine.e
     boxes = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1))
     data: dict[str, Any] = {
-        "row": rows.astype("int32"),
-        "col": cols.astype("int32"),
+        "row": (rows + offset[0]).astype("int32"),
+        "col": (cols + offset[1]).astype("int32"),
         "class_id": class_map.classes[rows, cols].astype("int32"),
         "class_name": [class_name(int(c)) for c in class_map.classes[rows, cols]],
         "confidence": class_map.confidence[rows, cols].astype("float64"),
@@ -163,13 +184,17 @@ def layer_styles(now: datetime | None = None) -> pd.DataFrame:
     ])
 
 
-def write_geopackage(path: Path, layers: Mapping[str, gpd.GeoDataFrame], styles: pd.DataFrame) -> None:
-    """Write the layers (polygons promoted to multipolygons) and the layer_styles table."""
+def write_geopackage(
+    path: Path, layers: Mapping[str, gpd.GeoDataFrame | Iterable[gpd.GeoDataFrame]], styles: pd.DataFrame
+) -> None:
+    """Write the layers (polygons promoted to multipolygons) and the layer_styles table. A layer
+    given as frames (one per window of a large map) is appended frame by frame."""
     dataset_options = {"VERSION": GPKG_VERSION}
-    for name, frame in layers.items():
-        pyogrio.write_dataframe(
-            frame, path, layer=name, driver="GPKG", geometry_type="MultiPolygon",
-            promote_to_multi=True, dataset_options=dataset_options,
-        )
-        dataset_options = {}  # only the first write creates the dataset
+    for name, frames in layers.items():
+        for i, frame in enumerate([frames] if isinstance(frames, gpd.GeoDataFrame) else frames):
+            pyogrio.write_dataframe(
+                frame, path, layer=name, driver="GPKG", geometry_type="MultiPolygon",
+                promote_to_multi=True, dataset_options=dataset_options, append=i > 0,
+            )
+            dataset_options = {}  # only the first write creates the dataset
     pyogrio.write_dataframe(styles, path, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"})

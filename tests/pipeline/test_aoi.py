@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 
 import pytest
 import shapely
@@ -77,9 +78,46 @@ def test_missing_file(tmp_path):
         read_aoi(tmp_path / "nowhere.geojson")
 
 
+def test_a_directory_is_not_reported_as_missing(tmp_path):
+    with pytest.raises(AOIError) as info:
+        read_aoi(tmp_path)
+    message = str(info.value)
+    assert f"AOI path {tmp_path} is a directory; give a GeoJSON file" in message
+    assert "does not exist" not in message and "\n" not in message
+
+
+def test_an_unreadable_file_is_named_as_such(tmp_path, monkeypatch):
+    path = write(tmp_path, square(9.0, 45.0))
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(path), "read_text", denied)  # as root, chmod 000 would not stop us
+    with pytest.raises(AOIError, match=r"is not readable \(permission denied\); fix its permissions"):
+        read_aoi(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_a_file_without_read_permission(tmp_path):
+    path = write(tmp_path, square(9.0, 45.0))
+    path.chmod(0)
+    try:
+        with pytest.raises(AOIError, match="is not readable"):
+            read_aoi(path)
+    finally:
+        path.chmod(0o644)
+
+
 def test_not_json(tmp_path):
     with pytest.raises(AOIError, match="is not JSON .*; give a GeoJSON file"):
         read_aoi(write(tmp_path, "POLYGON((0 0, 1 0, 1 1, 0 0))"))
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "aoi.geojson"
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(AOIError, match="is not JSON"):
+        read_aoi(path)
 
 
 @pytest.mark.parametrize("obj", [[1, 2, 3], {"features": []}, {"type": "Topology"}])

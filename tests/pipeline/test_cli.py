@@ -126,3 +126,78 @@ def test_an_earth_search_v0_collection_is_refused_naming_v1(capsys, tmp_path, ti
     code, err = run_cli(capsys, "map", str(write(tmp_path / "aoi.geojson", POLYGON)), "--out", str(tmp_path / "out"),
                         "--model", str(tiny_model), "--source", "earth-search", "--collection", "sentinel-s2-l2a-cogs")
     one_line_error(code, err, "Earth Search v0", "retired", "earth-search.aws.element84.com/v1")
+
+
+def only_error_line(code: int, err: str, *fragments: str) -> str:
+    """Exit 2 and exactly one line on stderr, the `error:` line holding every fragment."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("crs", "fragments"),
+    [
+        ("EPSG:999999", ("--crs EPSG:999999 is not a CRS pyproj knows", "projected CRS in metres", "EPSG:32633",
+                         "omit --crs")),
+        ("EPSG:4326", ("--crs EPSG:4326 is a Geographic 2D CRS", "needs a 2D projected CRS in metres", "omit --crs")),
+        ("EPSG:2263", ("--crs EPSG:2263 is in US survey foot", "needs a projected CRS in metres")),
+    ],
+    ids=["unknown", "geographic", "feet"],
+)
+def test_a_bad_crs_is_one_line_before_any_work(capsys, tmp_path, monkeypatch, crs, fragments):
+    def run_map(cfg, console):
+        raise AssertionError("the map run started")
+
+    monkeypatch.setattr("pipeline.run.run_map", run_map)
+    code, err = run_cli(capsys, "map", str(write(tmp_path / "aoi.geojson", POLYGON)), "--out", str(tmp_path / "out"),
+                        "--crs", crs)
+    line = only_error_line(code, err, *fragments)
+    assert "invalid crs" not in line  # the message names --crs itself
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_crs_with_demo(capsys, tmp_path, demo_world):
+    code, err = run_cli(capsys, "map", "--demo", "--crs", "EPSG:999999", "--out", str(tmp_path / "out"))
+    only_error_line(code, err, "--crs EPSG:999999 is not a CRS pyproj knows")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_projected_metre_crs_is_accepted(capsys, tmp_path, monkeypatch):
+    seen = []
+
+    def run_map(cfg, console):
+        seen.append(cfg.crs)
+        raise cli.LandcoverError("stopped before any work")
+
+    monkeypatch.setattr("pipeline.run.run_map", run_map)
+    code, err = run_cli(capsys, "map", str(write(tmp_path / "aoi.geojson", POLYGON)), "--out", str(tmp_path / "out"),
+                        "--crs", "EPSG:32633")
+    only_error_line(code, err, "stopped before any work")
+    assert seen == ["EPSG:32633"]
+
+
+def test_an_aoi_directory_is_not_reported_as_missing(capsys, tmp_path):
+    folder = tmp_path / "regions"
+    folder.mkdir()
+    code, err = run_cli(capsys, "map", str(folder), "--out", str(tmp_path / "out"))
+    line = only_error_line(code, err, f"AOI path {folder} is a directory", "give a GeoJSON file")
+    assert "does not exist" not in line
+
+
+def test_an_unreadable_aoi_file(capsys, tmp_path, monkeypatch):
+    aoi = write(tmp_path / "aoi.geojson", POLYGON)
+    real = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if self == aoi:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)  # as root, chmod 000 would not stop us
+    code, err = run_cli(capsys, "map", str(aoi), "--out", str(tmp_path / "out"))
+    only_error_line(code, err, f"AOI file {aoi} is not readable", "fix its permissions")

@@ -12,9 +12,9 @@ from pipeline.infer import (
     N_PLANES,
     DirectoryChunkStore,
     ModelRef,
-    assemble,
     block_key,
     blocks_in_aoi,
+    iter_blocks,
     items_touching,
     plan_blocks,
 )
@@ -52,15 +52,24 @@ def test_overlapping_windows_widen_the_pixel_blocks():
     assert block.pixels[0] == slice(0, 4 * 60 + 60)
 
 
-def test_assemble_places_each_block_and_leaves_the_rest_nan(grid):
-    blocks = blocks_in_aoi(grid)
-    first = blocks[0]
-    cy = first.cells[0].stop - first.cells[0].start
-    cx = first.cells[1].stop - first.cells[1].start
-    planes = assemble(grid, {first.index: (first, np.full((N_PLANES, cy, cx), 0.5, np.float32))})
-    assert planes.shape == (N_PLANES, *grid.cell_geobox.shape)
-    assert (planes[:, first.cells[0], first.cells[1]] == 0.5).all()
-    assert np.isnan(planes[0]).sum() == planes[0].size - cy * cx
+def test_streamed_blocks_are_exactly_the_blocks_with_cells_in_the_aoi(grid):
+    """iter_blocks answers block by block (a country's blocks never sit in one list) and agrees
+    with the whole-grid mask cell for cell."""
+    streamed = {b.index: b for b in iter_blocks(grid)}
+    every = plan_blocks(grid)
+    assert set(streamed) == {b.index for b in every if grid.inside_aoi[b.cells].any()}
+    for block in every:
+        assert (block.inside == grid.inside_aoi[block.cells]).all()
+
+
+def test_the_grid_is_clipped_to_the_scenes_footprints():
+    """A scene over the western third of the AOI: the grid spans only what it covers."""
+    west = shapely.box(11.0, 45.0, 11.90, 46.0)
+    clipped = plan_grid(AOI, cells_per_chunk=4, coverage=west)
+    assert clipped.shape[1] < plan_grid(AOI, cells_per_chunk=4).shape[1]
+    assert clipped.inside_aoi.any()
+    with pytest.raises(Exception, match="no scene footprint meets the AOI"):
+        plan_grid(AOI, coverage=shapely.box(0.0, 0.0, 1.0, 1.0))
 
 
 def test_a_new_scene_changes_only_the_keys_of_blocks_it_touches(grid):

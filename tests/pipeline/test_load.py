@@ -16,7 +16,7 @@ from rasterio.transform import from_origin
 
 from pipeline.aoi import parse_aoi
 from pipeline.errors import LoadError
-from pipeline.load import GDAL_OPTIONS, band_scale, configure_gdal, item_offsets, load_composite, median_composite
+from pipeline.load import GDAL_OPTIONS, band_scale, configure_gdal, item_offsets, load_block, load_composite, median_composite
 from pipeline.patches import plan_grid
 from pipeline.radiometry import BOA_OFFSET_DN
 
@@ -272,22 +272,35 @@ def test_item_offsets_over_http_match_the_demo_world_truth_and_skip_a_404(served
     assert offsets == {item.id: truth[item.id] for item in items[1:]}
 
 
-def test_the_classify_graph_reads_and_composites_each_chunk_once(scenes):
-    """Every block task takes one array holding bands and clear count, so the optimised graph
-    has one read per band and one composite per chunk (two arrays would each get their own copy)."""
-    from pipeline.infer import ModelRef, block_tasks, composite_planes, plan_blocks
+def test_a_blocks_graph_reads_each_band_once_and_composites_once(scenes):
+    """A streamed run builds one small graph per block: one read per band and one composite,
+    whatever the number of dates, and nothing of the other blocks."""
+    from pipeline.infer import plan_blocks, prepare_graph
 
     grid = small_grid(window_px=8, stride_px=8)
-    ds = load_composite(scenes["items"], grid, offsets=item_offsets(scenes["items"]))
-    planes = composite_planes(ds, ("red", "green", "blue"))
-    assert planes.shape == (4, *ds.red.shape) and planes.dtype == np.float32
-    tasks = [task for _, task in block_tasks(planes, grid, ModelRef("m.safetensors", "0" * 64), plan_blocks(grid), min_clear=0.5)]
-    graph = dask.base.collections_to_expr(tasks, optimize_graph=True).__dask_graph__()  # as client.compute does
+    block = plan_blocks(grid)[0]
+    ys, xs = block.pixels
+    planes = load_block(scenes["items"], grid.pixel_geobox[ys, xs], offsets=item_offsets(scenes["items"]))
+    task = prepare_graph(planes, block, grid, min_clear=0.5)
+    graph = dask.base.collections_to_expr([task], optimize_graph=True).__dask_graph__()  # as client.compute does
     names = [key[0] if isinstance(key, tuple) else key for key in graph]
-    n_chunks = len(plan_blocks(grid))
-    assert sum(name.startswith("composite-") for name in names) == n_chunks
+    assert sum(name.startswith("composite-") for name in names) == 1
     for band in ("red", "green", "blue", "scl"):
-        assert sum(name.startswith(f"{band}-") for name in names) == n_chunks
+        assert sum(name.startswith(f"{band}-") for name in names) == 1
+
+
+def test_a_blocks_pixels_equal_the_whole_grids(scenes):
+    """Loading block by block changes nothing: every block equals its window of the whole-grid composite."""
+    from pipeline.infer import plan_blocks
+
+    grid = small_grid(window_px=8, stride_px=4)
+    offsets = item_offsets(scenes["items"])
+    whole = load_composite(scenes["items"], grid, offsets=offsets)
+    planes = np.stack([whole[b].values for b in ("red", "green", "blue")] + [whole["clear_count"].values.astype(np.float32)])
+    for block in plan_blocks(grid):
+        ys, xs = block.pixels
+        part = load_block(scenes["items"], grid.pixel_geobox[ys, xs], offsets=offsets).compute()
+        np.testing.assert_array_equal(part, planes[:, ys, xs])
 
 
 @pytest.mark.parametrize("dates", [1, 2, 3, 4, 7, 8, 9, 15])
