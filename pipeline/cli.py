@@ -79,6 +79,9 @@ def map_command(
         help="Also write composite.tif, the cloud-free reflectance the map was classified from "
         "(a QGIS backdrop, and the --imagery of `landcover active-learn`).",
     ),
+    plan: bool = typer.Option(
+        False, "--plan", help="Print what the run would do (scenes, tiles, cells, blocks, estimate) and stop; reads no pixel.",
+    ),
 ) -> None:
     """Map land cover over an AOI into a COG, a GeoPackage, QGIS styles, a STAC item and a quicklook."""
     from pipeline.config import MapConfig
@@ -98,6 +101,11 @@ def map_command(
         workers=workers, crs=crs, stride=stride, min_clear=min_clear, device=device,
         batch_size=batch_size, overwrite=overwrite, save_composite=save_composite,
     )
+    if plan:
+        from pipeline.run import plan_run
+
+        err.print(plan_run(cfg, err).table())
+        return
     result = run_map(cfg, err)
     if demo:
         _report_demo_agreement(result, generate_world())

@@ -142,7 +142,8 @@ def coverage_note(aoi: AOI, coverage: shapely.Geometry) -> str | None:
     covered = shapely.intersection(aoi.geometry, coverage).area / aoi.geometry.area
     if covered > 0.999:
         return None
-    return (f"the scenes cover {covered:.1%} of the AOI (lon/lat area); the map grid is clipped to the covered part, "
+    share = f"{covered:.1%}" if covered >= 0.001 else "less than 0.1%"
+    return (f"the scenes cover {share} of the AOI (lon/lat area); the map grid is clipped to the covered part, "
             "the rest is not mapped")
 
 
@@ -209,9 +210,42 @@ def run_map(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStor
         return _run_map(cfg, aoi, console or Console(stderr=True), chunks)
 
 
+def plan_run(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkStore | None = None):
+    """What :func:`run_map` would do with ``cfg`` (a :class:`pipeline.plan.MapPlan`), from the
+    catalogue's metadata alone: no pixel is read and nothing is written."""
+    from pipeline.cluster import describe, local_worker_count
+    from pipeline.plan import model_speed, plan_map
+
+    started = time.perf_counter()
+    console = console or Console(stderr=True)
+    aoi = read_aoi(cfg.aoi)
+    model, card = load_card(cfg)
+    with stac_endpoint(cfg) as stac_url:
+        items = search_items(search_params(cfg, stac_url), aoi)
+    grid = plan_map_grid(cfg, aoi, items, card.window_px, console)
+    workers, gpus = local_worker_count(cfg.workers), 0
+    if cfg.scheduler:
+        with connect(cfg.scheduler) as (client, _):
+            info = describe(client, local=False)
+            workers, gpus = info.n_workers, info.gpu_workers
+    return plan_map(
+        aoi, items, grid, model=model, min_clear=cfg.min_clear, chunks=chunks, workers=workers, gpu_workers=gpus,
+        speed=lambda: model_speed(model, card.window_px, len(card.bands)), started=started,
+    )
+
+
+def load_card(cfg: MapConfig):
+    """The run's model (path, sha256) and its card."""
+    from models.card import ModelCard, card_path, sha256_file
+
+    model_path = resolve_model(cfg.model)
+    card = ModelCard.read(card_path(model_path)) if card_path(model_path).exists() else None
+    if card is None:
+        raise LandcoverError(f"model card {card_path(model_path)} not found beside the weights; a map needs the card's bands and patch size")
+    return ModelRef(str(model_path), sha256_file(model_path), cfg.device, cfg.batch_size), card
+
+
 def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | None) -> MapResult:
-    from models.card import ModelCard
-    from models.card import card_path, sha256_file
     from pipeline.export import Provenance, map_export
 
     timings: dict[str, float] = {}
@@ -223,11 +257,7 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
         timings[stage] = timings.get(stage, 0.0) + now - clock
         clock = now
 
-    model_path = resolve_model(cfg.model)
-    card = ModelCard.read(card_path(model_path)) if card_path(model_path).exists() else None
-    if card is None:
-        raise LandcoverError(f"model card {card_path(model_path)} not found beside the weights; a map needs the card's bands and patch size")
-    model = ModelRef(str(model_path), sha256_file(model_path), cfg.device, cfg.batch_size)
+    model, card = load_card(cfg)
     model_id = card.model_id
     console.print(
         f"AOI {cfg.aoi.name}: {aoi.area_km2:,.1f} km², UTM zones {', '.join(map(str, aoi.utm_epsgs))}; "

@@ -90,8 +90,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_an_existing_scheduler_runs_the_same_job(demo_world, demo_map, tiny_model, tmp_path):
-    """`dask scheduler` and `dask worker` as separate processes, reached by --scheduler."""
+def test_an_existing_scheduler_runs_the_same_job_and_gpu_workers_only_classify(demo_world, demo_map, tiny_model, tmp_path):
+    """`dask scheduler` and two `dask worker` processes reached by --scheduler, one of them
+    started with `--resources GPU=1` (running on the CPU here): the map is the same, every
+    classification task ran on the GPU worker, and the reads and composites ran on both."""
+    from distributed import Client
+
     port = _free_port()
     bindir = Path(sys.executable).parent
     address = f"tcp://127.0.0.1:{port}"
@@ -99,16 +103,28 @@ def test_an_existing_scheduler_runs_the_same_job(demo_world, demo_map, tiny_mode
                                "--dashboard-address", ":0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)]
     try:
-        for _ in range(2):
+        for extra in (["--resources", "GPU=1", "--name", "gpu"], ["--name", "cpu"]):
             procs.append(subprocess.Popen([bindir / "dask", "worker", address, "--nthreads", "1",
-                                           "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
+                                           "--host", "127.0.0.1", *extra], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, start_new_session=True))
-        result = run_map(
-            MapConfig(aoi=demo_world.aoi_path, out=tmp_path / "remote", source="local", model=tiny_model,
-                      scheduler=address),
-            Console(quiet=True),
-        )
+        with Client(address, timeout="20s") as watcher:
+            watcher.wait_for_workers(2, timeout=60)
+            names = {addr: w["name"] for addr, w in watcher.scheduler_info()["workers"].items()}
+            watcher.get_task_stream()  # installs the scheduler's task-stream plugin before the run
+            result = run_map(
+                MapConfig(aoi=demo_world.aoi_path, out=tmp_path / "remote", source="local", model=tiny_model,
+                          scheduler=address, device="cpu"),
+                Console(quiet=True),
+            )
+            stream = watcher.get_task_stream()
         assert (result.out / "landcover.tif").read_bytes() == (demo_map.out / "landcover.tif").read_bytes()
+        ran = {}
+        for record in stream:
+            key = record["key"][0] if isinstance(record["key"], tuple) else record["key"]
+            ran.setdefault(key.split("-")[0], set()).add(names[record["worker"]])
+        assert ran["classify"] == {"gpu"}
+        assert ran["prepare"] == {"gpu", "cpu"} and ran["composite"] == {"gpu", "cpu"}
+        assert ran["red"] == {"gpu", "cpu"}  # odc-stac's reads of the red band
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
