@@ -1,6 +1,11 @@
 """`make bench`: every benchmark, figures printed as ratios measured in one run.
 
-    python -m benchmarks [--full-tile]
+    python -m benchmarks [--full-tile] [--detail]
+    python -m benchmarks --scale
+
+``--detail`` also runs :mod:`benchmarks.detail` (detailed maps against the demo truth, issue #12).
+``--scale`` runs :mod:`benchmarks.scale` alone (planning at 1-1,000 MGRS tiles, client memory of
+pixel runs over the multi-tile demo world; issue #11).
 """
 
 import sys
@@ -8,7 +13,17 @@ import sys
 from benchmarks import demo_world, models, pipeline
 
 if __name__ == "__main__":
-    full = "--full-tile" in sys.argv[1:]
+    args = sys.argv[1:]
+    if "--scale" in args:
+        from benchmarks import scale
+
+        scale.main([])
+        sys.exit(0)
+    full = "--full-tile" in args
     demo_world.main([])
     models.main([])
     pipeline.main(["--full-tile"] if full else [])
+    if "--detail" in args:
+        from benchmarks import detail
+
+        detail.main([])

@@ -45,12 +45,18 @@ def run_command(
     region_file: Path = typer.Argument(..., help="Region definition (YAML), e.g. workflows/regions/demo.yaml."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Run date YYYY-MM-DD (default: today, UTC)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Output root (default: the region's `root`)."),
+    plan: bool = typer.Option(
+        False, "--plan", help="Print what the run would do (blocks already done, cells, estimate) and stop; reads no pixel.",
+    ),
 ) -> None:
     """Run one region: map it into <root>/<region>/<as-of>/, reusing what earlier runs made."""
     from workflows.region import load_region
-    from workflows.runner import run_region
+    from workflows.runner import plan_region, run_region
 
     region = load_region(region_file)
+    if plan:
+        err.print(plan_region(region, as_of=_as_of(as_of), root=root, console=err).table())
+        return
     run_region(region, as_of=_as_of(as_of), root=root, console=err)
 
 

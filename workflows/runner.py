@@ -231,6 +231,36 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+class _NoChunks:
+    """The chunk store of a region that has never run: nothing stored yet."""
+
+    def get(self, key: str) -> None:
+        return None
+
+    def __contains__(self, key: str) -> bool:
+        return False
+
+
+def plan_region(region: Region, *, as_of: date | None = None, root: Path | None = None, console: Console | None = None):
+    """What ``landcover run`` would do for ``region`` on ``as_of``: its map plan, with the blocks
+    the region's chunk store already holds counted as done. Reads no pixel and writes nothing."""
+    import tempfile
+
+    from pipeline.run import default_weights, plan_run
+
+    as_of = as_of or datetime.now(UTC).date()
+    paths = RegionPaths(Path(root or region.root).resolve(), region.name)
+    chunks = DirectoryChunkStore(paths.chunks) if paths.chunks.is_dir() else _NoChunks()
+    with tempfile.TemporaryDirectory(prefix="landcover-plan-") as tmp:
+        aoi = region.aoi
+        if not isinstance(aoi, Path):
+            aoi = Path(tmp) / "aoi.geojson"
+            aoi.write_text(region.aoi_geojson(), encoding="utf-8")
+        cfg = region.map_config(aoi, paths.work(as_of), as_of)
+        cfg = cfg.model_copy(update={"model": (cfg.model or default_weights()).resolve()})
+        return plan_run(cfg, console, chunks=chunks)
+
+
 def run_region(
     region: Region,
     *,

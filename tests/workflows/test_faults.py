@@ -45,6 +45,16 @@ def _power_cut(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
+def _runs_started(ledger_path: Path) -> int:
+    if not ledger_path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is being created
+        return 0
+
+
 def _inputs_recorded(ledger_path: Path) -> bool:
     if not ledger_path.exists():
         return False
@@ -68,12 +78,15 @@ def test_a_run_killed_at_any_point_resumes_to_the_same_class_raster(tmp_path, un
     kill_points = {
         "before inference (scenes searched, no chunk yet)": lambda: _inputs_recorded(paths.root / "ledger.sqlite"),
         "mid-inference (first chunk persisted)": lambda: paths.chunks.is_dir() and any(paths.chunks.glob("*.npy")),
-        "mid-export (temporary output files)": lambda: work.is_dir() and any(work.glob("*.partial*")),
+        # A streamed run writes each block into scratch rasters as it lands, then the products.
+        "mid-stream (blocks landing in the scratch rasters)": lambda: work.is_dir() and any(work.glob("*-scratch.*.partial.tif")),
+        "mid-export (staged products)": lambda: work.is_dir() and any(work.glob("landcover.*.partial.*")),
     }
     chunks_before_kill = []
-    for what, found in kill_points.items():
+    for i, (what, found) in enumerate(kill_points.items()):
         proc = start()
-        _wait_for(proc, found, what)
+        # This run's own files, not the leftovers of the run killed before it.
+        _wait_for(proc, lambda: _runs_started(paths.root / "ledger.sqlite") > i and found(), what)
         _power_cut(proc)
         chunks_before_kill.append(len(list(paths.chunks.glob("*.npy"))) if paths.chunks.is_dir() else 0)
         assert not final.exists(), f"a map appeared at its final path although killed {what}"
@@ -88,7 +101,7 @@ def test_a_run_killed_at_any_point_resumes_to_the_same_class_raster(tmp_path, un
 
     with Ledger.in_root(paths.root) as ledger:
         runs = ledger.runs("testland")
-        assert [r.status for r in runs] == ["interrupted"] * 3 + ["finished"]
+        assert [r.status for r in runs] == ["interrupted"] * len(kill_points) + ["finished"]
         last = runs[-1]
         chunks = ledger.chunks(last.id)
     assert chunks_before_kill[0] == 0 and chunks_before_kill[-1] > 0

@@ -1,0 +1,144 @@
+"""Country-sized runs: planning time and client memory as the AOI grows (issue #11).
+
+    python -m benchmarks --scale        (make bench BENCH_ARGS=--scale)
+
+1. Planning over a metadata-only synthetic catalogue (pipeline.demo.catalogue, 2 dates per MGRS
+   tile) served by the same STAC API process as the demo world: AOIs of about 1, 10, 100 and
+   1,000 tiles, each planned in a fresh process (search, grid clipped to the footprints, every
+   block counted; no pixel read) so its peak RSS is its own.
+2. A pixel run over the multi-tile demo world (3 x 2 tiles, two UTM zones): the same
+   `landcover map` on an AOI and on one of 4x its area; the client's RSS is sampled every 0.1 s
+   (the client process alone, not its dask workers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TILE_COUNTS = (1, 10, 100, 1000)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def plan_one(url: str, aoi_path: str) -> dict:
+    """Search + plan in this process; the figures as a dict (run as a child by :func:`planning`)."""
+    from rich.console import Console
+
+    from pipeline.aoi import read_aoi
+    from pipeline.infer import ModelRef
+    from pipeline.patches import plan_grid
+    from pipeline.plan import plan_map
+    from pipeline.run import MIN_BLOCKS, footprint_union
+    from pipeline.search import SearchParams, search_items
+
+    from datetime import date
+
+    started = time.perf_counter()
+    aoi = read_aoi(aoi_path)
+    params = SearchParams(source="earth-search", stac_url=url, collection="sentinel-2-l2a", start=date(2015, 6, 23),
+                          end=date(2026, 12, 31), max_cloud=100.0, max_items_per_tile=3)
+    items = search_items(params, aoi)
+    searched = time.perf_counter()
+    grid = plan_grid(aoi, window_px=120, min_blocks=MIN_BLOCKS, coverage=footprint_union(items))
+    plan = plan_map(aoi, items, grid, model=ModelRef("none", "0" * 64), min_clear=0.5, started=searched)
+    Console(quiet=True).print(plan.table())
+    return {
+        "tiles": len(plan.tiles), "scenes": plan.scenes, "cells": plan.cells, "blocks": plan.blocks,
+        "search_s": searched - started, "plan_s": plan.seconds, "total_s": time.perf_counter() - started,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def planning() -> list[dict]:
+    from pipeline.demo.catalogue import aoi_geometry, catalogue_collection, country_aoi, synthetic_catalogue
+    from pipeline.demo.serve import serve_items
+
+    aois = {n: country_aoi(n) for n in TILE_COUNTS}
+    t0 = time.perf_counter()
+    items = synthetic_catalogue(aoi_geometry(aois[max(TILE_COUNTS)]), dates_per_tile=2)
+    generated = time.perf_counter() - t0
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="landcover-bench-scale-") as tmp, serve_items(items, catalogue_collection(items)) as url:
+        print(f"synthetic catalogue: {len(items):,} items generated in {generated:.1f} s, served at {url}")
+        for n, aoi in aois.items():
+            path = Path(tmp) / f"aoi-{n}.geojson"
+            path.write_text(json.dumps(aoi))
+            out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--plan-one", url, str(path)],
+                                 capture_output=True, text=True, cwd=REPO, check=True)
+            rows.append({"asked": n, **json.loads(out.stdout.strip().splitlines()[-1])})
+    return rows
+
+
+def _client_peak_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Run ``cmd``; its own peak RSS (MiB, sampled every 0.1 s), seconds, exit code."""
+    import psutil
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watched = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    err = proc.stderr.read()
+    if proc.returncode:
+        print(err[-2000:], file=sys.stderr)
+    return peak / 2**20, time.perf_counter() - start, proc.returncode
+
+
+def pixel_runs(side_km: float = 6.0) -> list[dict]:
+    from pipeline.demo import generate_world
+    from pipeline.demo.serve import serve_world
+
+    world = generate_world(layout=(3, 2), progress=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="landcover-bench-scale-") as tmp, serve_world(world) as served:
+        for side in (side_km, 2 * side_km):  # 4x the area
+            aoi = Path(tmp) / f"aoi-{side:g}km.geojson"
+            aoi.write_text(json.dumps(world.central_aoi(side)))
+            cmd = [str(Path(sys.executable).with_name("landcover")), "map", str(aoi), "--source", "local",
+                   "--stac-url", served.stac_url, "--out", str(Path(tmp) / f"map-{side:g}"), "--workers", "2"]
+            peak, seconds, code = _client_peak_rss(cmd, dict(os.environ))
+            summary = json.loads((Path(tmp) / f"map-{side:g}" / "summary.json").read_text()) if code == 0 else {}
+            rows.append({"side_km": side, "area_km2": side * side, "cells": summary.get("cells", {}).get("valid"),
+                         "seconds": seconds, "client_peak_rss_mib": peak, "exit": code})
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--plan-one"]:
+        print(json.dumps(plan_one(argv[1], argv[2])))
+        return
+    print("\n== scale: planning over a synthetic catalogue (no pixel read) ==")
+    rows = planning()
+    print(f"{'tiles asked':>11} {'tiles':>6} {'scenes':>7} {'cells':>11} {'blocks':>8} {'search s':>9} {'plan s':>7} "
+          f"{'total s':>8} {'s/tile':>7} {'peak RSS MiB':>13}")
+    for r in rows:
+        print(f"{r['asked']:>11} {r['tiles']:>6} {r['scenes']:>7} {r['cells']:>11,} {r['blocks']:>8,} {r['search_s']:>9.2f} "
+              f"{r['plan_s']:>7.2f} {r['total_s']:>8.2f} {r['total_s'] / r['tiles']:>7.3f} {r['peak_rss_mib']:>13.0f}")
+    small, big = rows[-2], rows[-1]
+    growth = (big["total_s"] / small["total_s"]) / (big["tiles"] / small["tiles"])
+    print(f"planning time {big['tiles']} vs {small['tiles']} tiles: {big['total_s'] / small['total_s']:.1f}x the time "
+          f"for {big['tiles'] / small['tiles']:.1f}x the tiles (ratio {growth:.2f}; <= 1 is at most linear); "
+          f"largest peak RSS {max(r['peak_rss_mib'] for r in rows):.0f} MiB (target < 1024)")
+
+    print("\n== scale: pixel runs over the 3 x 2 tile demo world (client RSS, not workers) ==")
+    runs = pixel_runs()
+    for r in runs:
+        print(f"AOI {r['side_km']:g} x {r['side_km']:g} km ({r['area_km2']:.0f} km²): {r['cells']} cells, {r['seconds']:.0f} s, "
+              f"client peak RSS {r['client_peak_rss_mib']:.0f} MiB, exit {r['exit']}")
+    if len(runs) == 2 and runs[0]["client_peak_rss_mib"]:
+        print(f"4x the area: client peak RSS x{runs[1]['client_peak_rss_mib'] / runs[0]['client_peak_rss_mib']:.2f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

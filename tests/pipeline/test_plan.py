@@ -1,0 +1,84 @@
+"""`--plan`: what a run would do, from catalogue metadata alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import shapely
+from rich.console import Console
+
+from pipeline.aoi import parse_aoi
+from pipeline.infer import ModelRef
+from pipeline.patches import plan_grid
+from pipeline.plan import plan_map, utm_zone
+
+AOI = parse_aoi({"type": "Polygon", "coordinates": [[[11.80, 45.30], [12.10, 45.30], [12.10, 45.42], [11.80, 45.42], [11.80, 45.30]]]})
+MODEL = ModelRef("weights.safetensors", "ab" * 32)
+
+
+class Item:
+    def __init__(self, id, geometry, tile):
+        self.id, self.geometry = id, shapely.geometry.mapping(geometry)
+        self.properties = {"s2:mgrs_tile": tile}
+
+
+def test_a_plan_counts_cells_and_blocks_of_the_covered_part_only():
+    west = Item("a", shapely.box(11.0, 45.0, 11.95, 46.0), "32TQR")
+    grid = plan_grid(AOI, cells_per_chunk=4, coverage=shapely.box(11.0, 45.0, 11.95, 46.0))
+    plan = plan_map(AOI, [west], grid, model=MODEL, min_clear=0.5)
+    assert plan.cells == int(grid.inside_aoi.sum()) > 0
+    assert plan.windows == plan.cells and plan.blocks_done is None
+    assert plan.tiles == ("32TQR",) and plan.zones == (32,)
+    assert plan.estimate_s is None  # no speed measured: no estimate rather than a made-up one
+
+
+def test_blocks_a_store_holds_are_done_and_need_no_windows():
+    class Store:
+        def __init__(self, keys):
+            self.keys = keys
+
+        def get(self, key):
+            return None
+
+        def __contains__(self, key):
+            return key in self.keys
+
+    item = Item("a", shapely.box(11.0, 45.0, 13.0, 46.0), "32TQR")
+    grid = plan_grid(AOI, cells_per_chunk=4)
+    everything = plan_map(AOI, [item], grid, model=MODEL, min_clear=0.5, chunks=Store(set()))
+    assert everything.blocks_done == 0 and everything.windows == everything.cells
+
+    from pipeline.infer import block_footprint, block_key, iter_blocks
+
+    first = next(iter_blocks(grid))
+    key = block_key(first, grid, ["a"], MODEL, 0.5)
+    assert block_footprint(first, grid).intersects(shapely.box(11.0, 45.0, 13.0, 46.0))
+    partly = plan_map(AOI, [item], grid, model=MODEL, min_clear=0.5, chunks=Store({key}), speed=lambda: 100.0)
+    assert partly.blocks_done == 1 and partly.windows == everything.windows - first.n_inside
+    assert partly.estimate_s == partly.windows / 100.0
+
+
+def test_utm_zones_come_from_the_tile_names():
+    assert utm_zone("32TQR") == 32 and utm_zone("9UXA") == 9 and utm_zone("S2A_x") is None
+
+
+def test_map_plan_over_a_continent_reads_no_pixel_and_writes_nothing(demo_world, tiny_model, tmp_path):
+    """The issue's continent AOI over the demo world: the plan names the two demo tiles and
+    their zones and clips the grid to them; no output folder appears."""
+    aoi = tmp_path / "continent.geojson"
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[[-10, 35], [30, 35], [30, 70], [-10, 70], [-10, 35]]]}))
+    out = tmp_path / "map"
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("landcover")), "map", str(aoi), "--source", "local", "--out", str(out),
+         "--model", str(tiny_model), "--plan"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stderr.split())
+    assert "the scenes cover less than 0.1% of the AOI" in text and "clipped to the covered part" in text
+    assert "on 2 MGRS tiles (32TQR, 33TTL)" in text and "UTM zones │ 32, 33" in text
+    assert "patches to classify" in text and "estimate" in text
+    assert not out.exists()
