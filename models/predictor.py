@@ -158,6 +158,51 @@ class Predictor:
         probs, emb = self._batched(len(windows), inputs, self._classify)
         return Prediction(probs.astype(np.float32), emb.astype(np.float32))
 
+    def predict_reflectance_dense(self, windows: np.ndarray | Tensor) -> np.ndarray:
+        """Reflectance windows (N, bands, W, W) -> probabilities (N, C, g, g) in the card's class order,
+        one vector per position of the last feature map (see :mod:`models.dense`).
+
+        Same preprocessing as :meth:`predict_reflectance`. ``W`` is the card's window or a
+        multiple of it (a larger window is scaled by the same factor, so the network sees the
+        ground at its trained scale and returns a proportionally larger grid). Softmax over
+        classes for single-label cards, sigmoid for multi-label. An empty input gives (0, C, 0, 0).
+        """
+        from models.dense import dense_logits
+
+        n_classes = len(self.card.classes)
+        if len(windows) == 0:
+            return np.zeros((0, n_classes, 0, 0), np.float32)
+        side = int(windows.shape[-1])
+        if windows.ndim != 4 or windows.shape[-2] != side or (side * self.card.patch_size) % self.card.window_px:
+            raise PatchError(f"dense windows must be square with a side of k x {self.card.window_px} px "
+                             f"(the card's window), got {tuple(windows.shape)}")
+        size = side * self.card.patch_size // self.card.window_px
+        multi = self.card.task == "multi-label"
+
+        def step(x: Tensor) -> tuple[Tensor]:
+            logits = dense_logits(self.model, x, patch_size=self.card.patch_size).float()
+            return (torch.sigmoid(logits) if multi else torch.softmax(logits, dim=1),)
+
+        if self.card.family == "sr-classifier":
+            lr = resize_windows(reflectance_to_uint8(windows), size)
+            (probs,) = self._batched(len(lr), lambda a, b: to_model_input(lr[a:b]), step)
+        else:
+            norm = self.card.normalisation
+
+            def inputs(a: int, b: int) -> Tensor:
+                return standardise_reflectance(windows[a:b], norm.mean, norm.std, dn_scale=norm.dn_scale,
+                                               offset_dn=norm.offset_dn, size=size)
+
+            (probs,) = self._batched(len(windows), inputs, step)
+        return probs.astype(np.float32)
+
+    def dense_grid(self, window_px: int | None = None) -> int:
+        """Side g of the grid :meth:`predict_reflectance_dense` returns for windows of ``window_px``
+        (default: the card's window), found by running one blank window."""
+        side = window_px or self.card.window_px
+        blank = np.zeros((1, len(self.card.bands), side, side), np.float32)
+        return int(self.predict_reflectance_dense(blank).shape[-1])
+
     def super_resolve(self, patches_uint8: np.ndarray | Tensor) -> np.ndarray:
         """uint8 patches (N, 3, h, w) -> uint8 super-resolved images (N, 3, h*scale, w*scale)."""
         self._check_patches(patches_uint8)

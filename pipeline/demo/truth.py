@@ -3,11 +3,15 @@
 A cell counts when one truth class covers at least ``dominance`` of its window; the map is right
 there when its code is that class. Truth rasters are warped onto the map's own grid (nearest), so
 cells of either UTM zone are judged the same way.
+
+:func:`pixel_agreement` judges a written map on every 10 m truth pixel instead, so maps of any
+cell size are compared on the same ground.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -61,3 +65,56 @@ def map_agreement(classes: np.ndarray, cell_geobox: GeoBox, world: DemoWorld, *,
     agree = int((classes[judged] == major[judged]).sum())
     n = int(judged.sum())
     return Agreement(n, agree, agree / n if n else float("nan"), dominance)
+
+
+@dataclass(frozen=True)
+class PixelAgreement:
+    pixels: int  # truth pixels (or samples of them) judged: truth known and the map has a class there
+    agree: int
+    fraction: float  # agree / pixels (NaN when none is judged)
+
+
+def pixel_agreement(world: DemoWorld, landcover_tif: Path, *, step: int = 1) -> PixelAgreement:
+    """Share of the world's 10 m truth pixels whose class the written map gives at their centre.
+
+    Every ``step``-th truth pixel of each tile (row and column) is looked up in the map after
+    transforming its centre to the map's CRS; map nodata (0) and truth 0 are not judged. Ground
+    held by both UTM tiles is judged once, from the first tile that holds it, so the overlap
+    does not count double.
+    """
+    from pyproj import Transformer
+
+    with rasterio.open(landcover_tif) as src:
+        codes = src.read(1)
+        to_map_px = ~src.transform
+        map_crs = src.crs.to_wkt()
+        nodata = 0 if src.nodata is None else int(src.nodata)
+    judged = agree = 0
+    for k, tile in enumerate(world.tiles):
+        with rasterio.open(tile.truth_path) as src:
+            truth = src.read(1)[::step, ::step]
+            transform, crs = src.transform, src.crs.to_wkt()
+        rows, cols = np.mgrid[0:truth.shape[0], 0:truth.shape[1]]
+        x, y = transform * ((cols * step + 0.5).ravel(), (rows * step + 0.5).ravel())
+        keep = truth.ravel() > 0
+        for earlier in world.tiles[:k]:
+            keep &= ~_inside_tile(earlier, crs, x, y)
+        mx, my = Transformer.from_crs(crs, map_crs, always_xy=True).transform(x[keep], y[keep])
+        col, row = to_map_px * (np.asarray(mx), np.asarray(my))
+        col, row = np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
+        on_map = (row >= 0) & (row < codes.shape[0]) & (col >= 0) & (col < codes.shape[1])
+        mapped = np.zeros(len(row), dtype=codes.dtype)
+        mapped[on_map] = codes[row[on_map], col[on_map]]
+        valid = on_map & (mapped != nodata) & (mapped != 0)
+        judged += int(valid.sum())
+        agree += int((mapped[valid] == truth.ravel()[keep][valid]).sum())
+    return PixelAgreement(judged, agree, agree / judged if judged else float("nan"))
+
+
+def _inside_tile(tile, crs: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """bool: which points (in ``crs``) fall inside ``tile``'s footprint."""
+    from pyproj import Transformer
+
+    tx, ty = Transformer.from_crs(crs, tile.crs, always_xy=True).transform(x, y)
+    west, south, east, north = tile.bounds
+    return (tx >= west) & (tx < east) & (ty > south) & (ty <= north)

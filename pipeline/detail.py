@@ -1,0 +1,228 @@
+"""Detailed maps: output cells smaller than the model's window, from overlapping, densely evaluated windows.
+
+Pure numpy geometry; the model is a callable. A block of the map is classified in four steps:
+
+1. **Windows** of ``window_px`` start every ``stride_px`` pixels on a lattice shared by every
+   block of the map (``origin_px`` says where the block lies on it), so neighbouring blocks place
+   the same windows and blend them the same way: no seams at block edges. A window is sent to the
+   model only if it has at least ``min_clear`` clear pixels and weight on some cell in the AOI.
+2. **Dense evaluation**: the model returns a ``g x g`` grid of class probabilities per window
+   (``g = 1``: one vector for the whole window); position ``(i, j)`` stands for the
+   ``window_px / g`` square sub-block ``(i, j)`` of the window.
+3. **Blending**: the probability field at a ground point is the weighted mean, over every window
+   covering it, of the window's dense value there; the weight is a taper over the window
+   (``hann``: sin^2, as in tiled segmentation inference; ``gaussian``: sigma = window / 4;
+   ``box``: flat), so the centre of a window, which saw context on every side, counts most.
+4. **Cells** of ``cell_px`` average the field over ``k x k`` sample points (``k = ceil(cell_px /
+   10)``, about one per 100 m), so a cell reports the mean of what covers it, not one point.
+
+Margin: a block's pixels are its cells padded by ``margin_px = window_px`` on every side, so every
+window with weight on a cell of the block lies inside the padded block (a window starting more
+than ``window_px`` before a cell cannot reach it). Memory is bounded by ``max_batch_bytes`` for
+the windows in flight plus a few arrays of (classes, samples) per block (~50 MB for a 8 x 8 km
+block at 10 m, 19 classes).
+
+Measured on the demo world (``python -m benchmarks.detail``): dense evaluation, stride
+window / 3, 100 m cells, ``box`` weights. With ``g = 1``, ``box`` weights, ``stride_px == cell_px == window_px`` this is today's map:
+one window per cell, classified whole.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from pipeline.errors import LandcoverError
+
+WeightKind = Literal["hann", "gaussian", "box"]
+WEIGHT_KINDS: tuple[WeightKind, ...] = ("hann", "gaussian", "box")
+# Sample points per cell side: one per this many pixels (100 m at 10 m), at least one.
+SAMPLE_SPACING_PX = 10
+MAX_BATCH_BYTES = 64 * 2**20
+
+PredictDense = Callable[[np.ndarray], np.ndarray]
+
+
+class DetailError(LandcoverError, ValueError):
+    """Detail-map parameters or block shapes that do not fit together."""
+
+
+@dataclass(frozen=True)
+class DetailPlan:
+    """How windows are placed, evaluated and blended into cells; sizes in pixels of the map grid."""
+
+    window_px: int  # side of a window handed to the model
+    stride_px: int  # distance between window origins
+    cell_px: int  # side of an output cell
+    dense_grid: int = 1  # g: probability grid per window side the model returns
+    weight: WeightKind = "hann"
+
+    def __post_init__(self) -> None:
+        if min(self.window_px, self.stride_px, self.cell_px, self.dense_grid) < 1:
+            raise DetailError(f"window, stride, cell and dense grid must be positive: {self}")
+        if self.stride_px > self.window_px:
+            raise DetailError(f"stride {self.stride_px} px exceeds the window {self.window_px} px and would leave gaps")
+        if self.weight not in WEIGHT_KINDS:
+            raise DetailError(f"unknown weight {self.weight!r}; use one of {', '.join(WEIGHT_KINDS)}")
+
+    @classmethod
+    def from_card(cls, window_px: int, cell_m: float, resolution: float = 10.0, *, dense_grid: int = 1,
+                  stride_px: int | None = None, weight: WeightKind = "box") -> DetailPlan:
+        """A plan for a model window of ``window_px`` and cells of ``cell_m`` metres; the stride
+        defaults to a third of the window (every point is seen by three windows a side) and the
+        weight to ``box``, the best of the three for the demo weights (benchmarks/detail.py)."""
+        cell = cell_m / resolution
+        if cell < 1 or abs(cell - round(cell)) > 1e-9:
+            raise DetailError(f"cell size {cell_m} m is not a whole number of {resolution} m pixels")
+        return cls(window_px=window_px, stride_px=stride_px or max(1, window_px // 3), cell_px=round(cell),
+                   dense_grid=dense_grid, weight=weight)
+
+    @property
+    def margin_px(self) -> int:
+        return self.window_px
+
+    @property
+    def samples_per_cell(self) -> int:
+        return max(1, math.ceil(self.cell_px / SAMPLE_SPACING_PX))
+
+    def block_px(self, cells: int) -> int:
+        """Padded pixel side of a block ``cells`` cells wide."""
+        return cells * self.cell_px + 2 * self.margin_px
+
+
+def window_weight(t: np.ndarray, window_px: int, kind: WeightKind) -> np.ndarray:
+    """Weight of a point ``t`` pixels from a window's leading edge; zero outside (0, window_px)."""
+    inside = (t > 0) & (t < window_px)
+    if kind == "box":
+        w = np.ones_like(t, dtype=np.float64)
+    elif kind == "hann":
+        w = np.sin(np.pi * t / window_px) ** 2
+    else:
+        w = np.exp(-0.5 * ((t - window_px / 2) / (window_px / 4)) ** 2)
+    return np.where(inside, w, 0.0)
+
+
+def window_origins(size_px: int, plan: DetailPlan, origin_px: int) -> np.ndarray:
+    """Window starts along one axis of a padded block ``size_px`` long, on the map-wide lattice."""
+    first = (plan.margin_px - origin_px) % plan.stride_px
+    return np.arange(first, size_px - plan.window_px + 1, plan.stride_px)
+
+
+def sample_positions(cells: int, plan: DetailPlan) -> np.ndarray:
+    """Sample points along one axis (pixel coordinates of the padded block), ``k`` per cell."""
+    k = plan.samples_per_cell
+    offsets = (np.arange(k) + 0.5) * plan.cell_px / k
+    return (plan.margin_px + np.arange(cells)[:, None] * plan.cell_px + offsets[None, :]).ravel()
+
+
+def axis_weights(samples: np.ndarray, origins: np.ndarray, plan: DetailPlan) -> np.ndarray:
+    """(samples, windows * g): the blending weight of dense position (window, i) at each sample.
+
+    A sample draws only on the dense position whose sub-block holds it, weighted by the window's taper.
+    """
+    g = plan.dense_grid
+    t = samples[:, None] - origins[None, :]  # (S, K)
+    w = window_weight(t, plan.window_px, plan.weight)
+    pos = np.clip(np.floor(t * g / plan.window_px).astype(np.int64), 0, g - 1)
+    out = np.zeros((len(samples), len(origins), g))
+    np.put_along_axis(out, pos[..., None], w[..., None], axis=2)
+    return out.reshape(len(samples), len(origins) * g)
+
+
+def window_clear_fraction(clear: np.ndarray, oy: np.ndarray, ox: np.ndarray, window_px: int) -> np.ndarray:
+    """(len(oy), len(ox)) clear share of each window, from a summed-area table of ``clear``."""
+    sat = np.zeros((clear.shape[0] + 1, clear.shape[1] + 1), dtype=np.int64)
+    sat[1:, 1:] = np.cumsum(np.cumsum(clear, axis=0, dtype=np.int64), axis=1)
+    y0, y1, x0, x1 = oy[:, None], oy[:, None] + window_px, ox[None, :], ox[None, :] + window_px
+    return (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) / float(window_px * window_px)
+
+
+def classify_pixels(
+    bands: np.ndarray,
+    clear: np.ndarray,
+    inside: np.ndarray,
+    plan: DetailPlan,
+    predict_dense: PredictDense,
+    *,
+    n_classes: int,
+    min_clear: float,
+    origin_px: tuple[int, int] = (0, 0),
+    max_batch_bytes: int = MAX_BATCH_BYTES,
+) -> np.ndarray:
+    """Class probabilities per output cell of one block: (n_classes + 1, cy, cx) float32.
+
+    ``bands`` (B, H, W) reflectance of the block padded by ``plan.margin_px`` on every side
+    (``H == cy * cell_px + 2 * margin_px``), ``clear`` (H, W) pixels with a clear observation,
+    ``inside`` (cy, cx) cells in the AOI. ``predict_dense`` maps windows (N, B, window, window)
+    to probabilities (N, n_classes, g, g) in the model's class order, which the output keeps.
+    ``origin_px`` is the (row, col) of the block's first interior pixel on a pixel lattice shared
+    by all blocks of the map (e.g. its offset in the map's pixel grid); windows start at multiples
+    of ``stride_px`` there. The last plane is each cell's own clear share; probabilities are NaN
+    for cells outside the AOI, with less than ``min_clear`` clear pixels, or covered by no
+    classified window.
+    """
+    cy, cx = inside.shape
+    expected = (plan.block_px(cy), plan.block_px(cx))
+    if bands.ndim != 3 or bands.shape[1:] != expected or clear.shape != expected:
+        raise DetailError(f"block of {tuple(bands.shape)} / clear {tuple(clear.shape)} does not hold {cy} x {cx} cells "
+                          f"of {plan.cell_px} px padded by {plan.margin_px} px, i.e. (B, {expected[0]}, {expected[1]})")
+    clear = np.asarray(clear, dtype=bool)
+    m, c = plan.margin_px, plan.cell_px
+    cell_clear = clear[m:m + cy * c, m:m + cx * c].reshape(cy, c, cx, c).mean(axis=(1, 3), dtype=np.float64)
+    out = np.full((n_classes + 1, cy, cx), np.nan, dtype=np.float32)
+    out[-1] = cell_clear
+    wanted = inside & (cell_clear >= min_clear)
+    if not wanted.any():
+        return out
+
+    oy = window_origins(expected[0], plan, origin_px[0])
+    ox = window_origins(expected[1], plan, origin_px[1])
+    ay = axis_weights(sample_positions(cy, plan), oy, plan)  # (Sy, Ky * g)
+    ax = axis_weights(sample_positions(cx, plan), ox, plan)  # (Sx, Kx * g)
+    g, k = plan.dense_grid, plan.samples_per_cell
+    wanted_samples = np.repeat(np.repeat(wanted, k, axis=0), k, axis=1).astype(np.float64)
+    reach = _per_window(ay.T @ wanted_samples @ ax, g)  # (Ky, Kx): weight a window puts on wanted cells
+    todo = (reach > 0) & (window_clear_fraction(clear, oy, ox, plan.window_px) >= min_clear)
+
+    probs, seen = _evaluate(bands, oy, ox, todo, plan, predict_dense, n_classes, max_batch_bytes)
+    num = ay[None] @ (probs @ ax.T)  # (C, Sy, Sx)
+    den = ay @ seen @ ax.T  # (Sy, Sx)
+    supported = den > 1e-12
+    field = np.where(supported, num / np.where(supported, den, 1.0), 0.0)
+    count = supported.reshape(cy, k, cx, k).sum(axis=(1, 3))
+    cell_probs = field.reshape(n_classes, cy, k, cx, k).sum(axis=(2, 4)) / np.maximum(count, 1)
+    valid = wanted & (count > 0)
+    out[:n_classes] = np.where(valid, cell_probs, np.nan)
+    return out
+
+
+def _per_window(dense: np.ndarray, g: int) -> np.ndarray:
+    """(Ky * g, Kx * g) -> (Ky, Kx) sums over each window's dense positions."""
+    ky, kx = dense.shape[0] // g, dense.shape[1] // g
+    return dense.reshape(ky, g, kx, g).sum(axis=(1, 3))
+
+
+def _evaluate(bands: np.ndarray, oy: np.ndarray, ox: np.ndarray, todo: np.ndarray, plan: DetailPlan,
+              predict_dense: PredictDense, n_classes: int, max_batch_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model on the ``todo`` windows in bounded batches; returns the dense probabilities laid
+    out per window (C, Ky * g, Kx * g) and which dense positions were evaluated (Ky * g, Kx * g)."""
+    g, w = plan.dense_grid, plan.window_px
+    probs = np.zeros((n_classes, len(oy) * g, len(ox) * g))
+    seen = np.zeros((len(oy) * g, len(ox) * g))
+    jobs = np.argwhere(todo)
+    per_batch = max(1, max_batch_bytes // (bands.shape[0] * w * w * 4))
+    for start in range(0, len(jobs), per_batch):
+        batch = jobs[start:start + per_batch]
+        windows = np.stack([bands[:, oy[i]:oy[i] + w, ox[j]:ox[j] + w] for i, j in batch]).astype(np.float32, copy=False)
+        result = np.asarray(predict_dense(windows))
+        if result.shape != (len(batch), n_classes, g, g):
+            raise DetailError(f"predict_dense returned {result.shape} for {len(batch)} windows; "
+                              f"the plan expects (N, {n_classes}, {g}, {g})")
+        for (i, j), p in zip(batch, result):
+            probs[:, i * g:(i + 1) * g, j * g:(j + 1) * g] = p
+            seen[i * g:(i + 1) * g, j * g:(j + 1) * g] = 1.0
+    return probs, seen
