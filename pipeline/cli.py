@@ -56,6 +56,10 @@ def map_command(
     aoi: Optional[Path] = typer.Argument(None, help="AOI GeoJSON in EPSG:4326 (omit with --demo)."),
     out: Path = typer.Option(Path("maps/demo"), "--out", "-o", help="Output folder."),
     demo: bool = typer.Option(False, "--demo", help="Map the demo AOI over the offline demo world."),
+    demo_layout: Optional[str] = typer.Option(
+        None, "--demo-layout",
+        help="Demo world of COLUMNSxROWS tiles across 12°E, e.g. 3x2 (with --demo: its whole area); source local only.",
+    ),
     source: str = typer.Option("local", help="local | earth-search | planetary-computer"),
     stac_url: Optional[str] = typer.Option(None, help="Override the source's STAC API URL."),
     collection: str = typer.Option(
@@ -69,7 +73,10 @@ def map_command(
     scheduler: Optional[str] = typer.Option(None, help="Existing dask scheduler, e.g. tcp://host:8786."),
     workers: Optional[int] = typer.Option(None, help="LocalCluster worker processes (default: one per core)."),
     crs: Optional[str] = typer.Option(None, help="Output CRS (default: UTM zone of the AOI centre)."),
-    stride: Optional[int] = typer.Option(None, help="Cell size in 10 m pixels (default: the window, 120)."),
+    cell_size: float = typer.Option(100.0, "--cell-size", help="Output cell size in metres (1200: one cell per 1.2 km window)."),
+    stride: Optional[int] = typer.Option(None, help="Pixels between window origins (default: a third of the window, 40)."),
+    dense: bool = typer.Option(True, "--dense/--no-dense", help="Apply the classifier head at every position of its feature map."),
+    blend: str = typer.Option("gaussian", help="Weight of overlapping windows: gaussian | hann | box."),
     min_clear: float = typer.Option(0.5, help="Cells with a smaller clear fraction become nodata."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     batch_size: Optional[int] = typer.Option(None, help="Inference batch size (default: adaptive)."),
@@ -89,17 +96,18 @@ def map_command(
 
     if demo == (aoi is not None):
         raise LandcoverError("give either an AOI GeoJSON or --demo (not both, not neither)")
+    layout = _demo_layout(demo_layout, demo, source)
     if demo:
         from pipeline.demo import generate_world
 
-        aoi = generate_world().aoi_path
+        aoi = generate_world(layout=layout).aoi_path
         source = "local"
     cfg = MapConfig(
         aoi=aoi, out=out, source=source, stac_url=stac_url, collection=collection,
         start=_date(start, "start"), end=_date(end, "end"),
         max_cloud=max_cloud, max_items_per_tile=max_items_per_tile, model=model, scheduler=scheduler,
-        workers=workers, crs=crs, stride=stride, min_clear=min_clear, device=device,
-        batch_size=batch_size, overwrite=overwrite, save_composite=save_composite,
+        workers=workers, crs=crs, cell_size=cell_size, stride=stride, dense=dense, blend=blend, min_clear=min_clear, device=device,
+        batch_size=batch_size, overwrite=overwrite, save_composite=save_composite, demo_layout=layout,
     )
     if plan:
         from pipeline.run import plan_run
@@ -108,7 +116,7 @@ def map_command(
         return
     result = run_map(cfg, err)
     if demo:
-        _report_demo_agreement(result, generate_world())
+        _report_demo_agreement(result, generate_world(layout=layout))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     err.print(
         f"[green]done[/green]: {result.n_valid} of {result.n_cells} cells classified from {result.n_items} scenes "
@@ -116,18 +124,32 @@ def map_command(
     )
 
 
+def _demo_layout(text: Optional[str], demo: bool, source: str) -> Optional[tuple[int, int]]:
+    """--demo-layout as (columns, rows); it names the served demo world, so only `local` takes it."""
+    if text is None:
+        return None
+    if not demo and source != "local":
+        raise LandcoverError(f"--demo-layout applies to the offline demo world (--demo or --source local), not --source {source}")
+    from pipeline.demo import parse_layout
+
+    return parse_layout(text)
+
+
 def _report_demo_agreement(result, world) -> None:
-    """The demo world has ground truth: say how the map compares, where truth is unambiguous."""
+    """The demo world has ground truth: say how the map compares, pixel by pixel and where
+    truth is unambiguous."""
     import rasterio
 
-    from pipeline.demo.truth import map_agreement
+    from pipeline.demo.truth import map_agreement, pixel_agreement
 
-    with rasterio.open(result.out / "landcover.tif") as src:
+    landcover = result.out / "landcover.tif"
+    with rasterio.open(landcover) as src:
         classes = src.read(1)
+    pixels = pixel_agreement(world, landcover)
     agreement = map_agreement(classes, result.grid.cell_geobox, world, cell_px=result.grid.stride_px)
     err.print(
-        f"agreement with the demo world's truth on cells >= {agreement.dominance:.0%} one class: "
-        f"{agreement.agree}/{agreement.dominated} = {agreement.accuracy:.1%}"
+        f"agreement with the demo world's 10 m truth: {pixels.fraction:.1%} of {pixels.pixels:,} truth pixels; "
+        f"cells >= {agreement.dominance:.0%} one class: {agreement.agree}/{agreement.dominated} = {agreement.accuracy:.1%}"
     )
 
 

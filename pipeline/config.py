@@ -39,13 +39,22 @@ class MapConfig(BaseModel):
     workers: int | None = Field(None, ge=1, description="LocalCluster worker processes")
     crs: str | None = None
     resolution: float = Field(10.0, gt=0)
-    stride: int | None = Field(None, gt=0, description="cell size in pixels; default = window")
-    cells_per_chunk: int = Field(8, ge=1, le=64)
+    # Detail (pipeline.detail): cells smaller than the model's window, from overlapping windows
+    # evaluated densely and blended. Defaults measured on the demo truth (benchmarks/detail.py);
+    # --cell-size 1200 --stride 120 --no-dense is the map of one window per 1.2 km cell.
+    cell_size: float = Field(100.0, gt=0, description="output cell size in metres")
+    stride: int | None = Field(None, gt=0, description="pixels between window origins; default: a third of the window")
+    dense: bool = Field(True, description="apply the classifier head at every position of its last feature map")
+    blend: Literal["box", "hann", "gaussian"] = Field("gaussian", description="weight of a window's pixels when blending")
+    cells_per_chunk: int | None = Field(None, ge=1, le=4096, description="block side in cells; default: about 9.6 km")
     min_clear: float = Field(0.5, ge=0, le=1)
     device: Device = "auto"
     batch_size: int | None = Field(None, ge=1)
     overwrite: bool = False
     save_composite: bool = Field(False, description="also write composite.tif, the reflectance the map was classified from")
+    demo_layout: tuple[int, int] | None = Field(
+        None, description="(columns, rows) of the offline demo world served for source 'local'; None = its two tiles"
+    )
 
     @field_validator("stac_url")
     @classmethod

@@ -18,7 +18,7 @@ Pure numpy geometry; the model is a callable. A block of the map is classified i
 
 Margin: a block's pixels are its cells padded by ``margin_px = window_px`` on every side, so every
 window with weight on a cell of the block lies inside the padded block (a window starting more
-than ``window_px`` before a cell cannot reach it). Memory is bounded by ``max_batch_bytes`` for
+than ``window_px`` before a cell cannot reach it); none when the windows are the cells. Memory is bounded by ``max_batch_bytes`` for
 the windows in flight plus a few arrays of (classes, samples) per block (~50 MB for a 8 x 8 km
 block at 10 m, 19 classes).
 
@@ -82,8 +82,13 @@ class DetailPlan:
                    dense_grid=dense_grid, weight=weight)
 
     @property
+    def one_window_per_cell(self) -> bool:
+        """Windows that are the cells themselves (today's 1.2 km map): no window reaches past its cell."""
+        return self.window_px == self.stride_px == self.cell_px
+
+    @property
     def margin_px(self) -> int:
-        return self.window_px
+        return 0 if self.one_window_per_cell else self.window_px
 
     @property
     def samples_per_cell(self) -> int:

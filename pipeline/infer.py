@@ -24,7 +24,7 @@ import numpy as np
 
 from models.classes import NUM_CLASSES
 from pipeline.cluster import GPU_RESOURCE
-from pipeline.patches import PatchGrid, clear_fraction, cut_windows
+from pipeline.patches import PatchGrid
 
 # Output planes of a block: the class probabilities, then the clear fraction of each cell.
 N_PLANES = NUM_CLASSES + 1
@@ -123,71 +123,65 @@ def load_model_here(model: ModelRef) -> str:
 
 
 @dataclass(frozen=True)
-class PreparedBlock:
-    """A block cut into the windows the model must see: ``windows`` (N, bands, W, W) float32
-    reflectance of the cells in ``todo`` (bool (cy, cx), row-major), and every cell's clear fraction."""
+class DetailSpec:
+    """How a block's windows are placed, evaluated and blended into cells (:mod:`pipeline.detail`),
+    as the client knows it; the dense grid side is asked of the model on the worker."""
 
-    windows: np.ndarray
-    todo: np.ndarray
-    clear_fraction: np.ndarray
+    window_stride_px: int
+    cell_px: int
+    dense: bool = True
+    weight: str = "box"
+    min_clear: float = 0.5
 
 
-def prepare_block(
-    planes: np.ndarray, inside: np.ndarray, *, window_px: int, stride_px: int, margin_px: int, min_clear: float
-) -> PreparedBlock:
-    """(bands + 1, H, W) composite planes + (cy, cx) map mask -> the windows to classify.
+@functools.lru_cache(maxsize=2)
+def _dense_grid(path: str, sha256: str, device: str, batch_size: int | None) -> int:
+    return _predictor(path, sha256, device, batch_size).dense_grid()
 
-    ``planes`` holds the reflectance of the model card's bands, then the clear-observation count
-    (pixels with none are not clear). Cells outside the map or with too little clear data get no
-    window. Runs on any worker: it is the reading and cutting, not the model.
+
+def detail_plan(model: ModelRef, spec: DetailSpec):
+    """The worker's :class:`pipeline.detail.DetailPlan`: the spec plus the model's dense grid."""
+    from pipeline.detail import DetailPlan
+
+    predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
+    g = _dense_grid(model.path, model.sha256, model.device, model.batch_size) if spec.dense else 1
+    return DetailPlan(window_px=predictor.card.window_px, stride_px=spec.window_stride_px, cell_px=spec.cell_px,
+                      dense_grid=g, weight=spec.weight)
+
+
+def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: ModelRef, spec: DetailSpec) -> list[np.ndarray]:
+    """Composite planes of blocks -> one (20, cy, cx) float32 per block: class probabilities in map
+    order (NaN where not mapped), then each cell's clear fraction.
+
+    ``planes[k]`` is block k's (bands + 1, H, W) composite (the card's bands' reflectance, then
+    the clear-observation count) padded by the plan's margin. Several blocks per task keep a GPU
+    fed when each has few windows; the windows are cut here, where the model runs, so the task's
+    input is the composite rather than the (much larger) stack of overlapping windows.
     """
-    bands, clear = planes[:-1], planes[-1] > 0
-    frac = clear_fraction(clear, window_px, stride_px, margin_px)
-    todo = inside & (frac >= min_clear)
-    windows = cut_windows(bands, window_px, stride_px, margin_px)[todo.ravel()] if todo.any() else (
-        np.zeros((0, bands.shape[0], window_px, window_px), np.float32))
-    return PreparedBlock(np.ascontiguousarray(windows, dtype=np.float32), todo, frac)
+    from pipeline.detail import classify_pixels
 
+    predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
+    plan = detail_plan(model, spec)
+    if plan.dense_grid > 1:
+        predict = predictor.predict_reflectance_dense
+    else:
+        def predict(windows: np.ndarray) -> np.ndarray:
+            return predictor.predict_reflectance(windows).probs[:, :, None, None]
 
-def classify_prepared(prepared: list[PreparedBlock], model: ModelRef) -> list[np.ndarray]:
-    """The model over the windows of several blocks at once -> one (20, cy, cx) float32 per block:
-    class probabilities in map order (NaN where no window), then the clear fraction.
-
-    One call for several blocks keeps a GPU's batches full when a block has few windows.
-    """
-    counts = [len(p.windows) for p in prepared]
-    probs = np.zeros((0, NUM_CLASSES), np.float32)
-    if sum(counts):
-        predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
-        windows = prepared[0].windows if len(prepared) == 1 else np.concatenate([p.windows for p in prepared])
-        # The card's preprocessing (seed RGB or per-band standardisation), then its class order -> map codes.
-        probs = predictor.card.to_map_order(predictor.predict_reflectance(windows).probs)
     out = []
-    for block, part in zip(prepared, np.split(probs, np.cumsum(counts)[:-1]), strict=True):
-        cy, cx = block.todo.shape
-        cells = np.full((cy * cx, NUM_CLASSES), np.nan, dtype=np.float32)
-        cells[block.todo.ravel()] = part
-        planes = np.empty((N_PLANES, cy, cx), dtype=np.float32)
-        planes[:NUM_CLASSES] = cells.T.reshape(NUM_CLASSES, cy, cx)
-        planes[-1] = block.clear_fraction
-        out.append(planes)
+    for block_planes, block in zip(planes, blocks, strict=True):
+        origin = (block.cells[0].start * plan.cell_px, block.cells[1].start * plan.cell_px)
+        cells = classify_pixels(
+            block_planes[:-1], block_planes[-1] > 0, block.inside, plan, predict,
+            n_classes=len(predictor.card.classes), min_clear=spec.min_clear, origin_px=origin,
+        )
+        cy, cx = block.inside.shape
+        values = np.empty((N_PLANES, cy, cx), dtype=np.float32)
+        # The card's class order -> map codes (reBEN's alphabetical order, the seed's own).
+        values[:NUM_CLASSES] = predictor.card.to_map_order(cells[:-1].reshape(-1, cy * cx).T).T.reshape(NUM_CLASSES, cy, cx)
+        values[-1] = cells[-1]
+        out.append(values)
     return out
-
-
-def classify_block(
-    planes: np.ndarray,
-    inside: np.ndarray,
-    *,
-    window_px: int,
-    stride_px: int,
-    margin_px: int,
-    min_clear: float,
-    model: ModelRef,
-) -> np.ndarray:
-    """(bands + 1, H, W) composite planes + (cy, cx) map mask -> (20, cy, cx) float32, in one step."""
-    prepared = prepare_block(planes, inside, window_px=window_px, stride_px=stride_px, margin_px=margin_px,
-                             min_clear=min_clear)
-    return classify_prepared([prepared], model)[0]
 
 
 class ItemIndex:
@@ -216,7 +210,8 @@ def items_touching(block: BlockSpec, grid: PatchGrid, items: Iterable | ItemInde
     return [it.id for it in index.touching(block_footprint(block, grid))]
 
 
-def block_key(block: BlockSpec, grid: PatchGrid, item_ids: list[str], model: ModelRef, min_clear: float) -> str:
+def block_key(block: BlockSpec, grid: PatchGrid, item_ids: list[str], model: ModelRef, min_clear: float,
+              detail: DetailSpec | None = None) -> str:
     """Content key of a block result: same ground, same scenes, same model and rules -> same key.
 
     A run with one new scene changes the keys of only the blocks that scene touches.
@@ -231,6 +226,7 @@ def block_key(block: BlockSpec, grid: PatchGrid, item_ids: list[str], model: Mod
         "items": item_ids,
         "model": model.sha256,
         "min_clear": min_clear,
+        **({"detail": [detail.window_stride_px, detail.cell_px, detail.dense, detail.weight]} if detail else {}),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
@@ -278,20 +274,15 @@ class DirectoryChunkStore:
         return self._path(key).exists()
 
 
-def prepare_graph(planes, block: BlockSpec, grid: PatchGrid, *, min_clear: float):
-    """dask.delayed :func:`prepare_block` of one block, from its lazy (bands + 1, H, W) planes
-    (:func:`pipeline.load.load_block`). The key names the block, so the dashboard shows which."""
-    prepare = dask.delayed(prepare_block, pure=True)
-    return prepare(
-        planes, block.inside, window_px=grid.window_px, stride_px=grid.stride_px, margin_px=grid.margin_px,
-        min_clear=min_clear,
-        dask_key_name=f"prepare-{block.index[0]}-{block.index[1]}-{dask.base.tokenize(planes.name, block.inside)}",
-    )
-
-
 # A GPU worker takes windows of several blocks per task, so each forward pass gets at least
 # this many (the predictor's default CUDA batch).
 GPU_WINDOWS_PER_TASK = 128
+
+
+def windows_per_block(grid: PatchGrid, spec: DetailSpec) -> int:
+    """Model windows of a full block (at most: cloudy windows are skipped)."""
+    side = grid.cells_per_chunk * grid.stride_px + 2 * grid.margin_px
+    return (max(0, side - grid.window_px) // spec.window_stride_px + 1) ** 2
 
 
 def gpu_group_size(windows_per_block: int) -> int:
@@ -304,6 +295,7 @@ def classify_stream(
     works: Iterable,
     prepare: Callable[[object], object],
     model: ModelRef,
+    spec: DetailSpec,
     *,
     gpu: bool,
     in_flight: int,
@@ -315,9 +307,9 @@ def classify_stream(
     ``works`` are planned lazily (``work.stored`` holds a result a store already had: it is
     yielded at once, uncomputed). The others are submitted ``group`` at a time, at most
     ``in_flight`` groups on the cluster at once, so the client holds what is in flight, not the
-    area. Each block's ``prepare(work)`` graph (reads, composite, windows) runs on any worker;
-    the one classification task of a group asks for the GPU resource when ``gpu``, so GPU workers
-    only classify while every worker reads. ``before_first`` runs before the first submission
+    area. Each block's ``prepare(work)`` graph (reads and composite, a dask array) runs on any
+    worker; the one :func:`classify_blocks` task of a group asks for the GPU resource when ``gpu``,
+    so GPU workers only classify while every worker reads. ``before_first`` runs before the first submission
     (loading the model on the workers only when something is computed).
     """
     from distributed import as_completed
@@ -337,7 +329,8 @@ def classify_stream(
             started = True
         prepared = client.compute([prepare(work) for work in batch])
         key = f"classify-{batch[0].block.index[0]}-{batch[0].block.index[1]}-{dask.base.tokenize([w.key for w in batch], model)}"
-        future = client.submit(classify_prepared, prepared, model, key=key, resources=resources)
+        future = client.submit(classify_blocks, prepared, [w.block for w in batch], model, spec, key=key,
+                               resources=resources)
         groups[future.key] = batch
         running.add(future)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,7 +29,9 @@ import rasterio
 import rasterio.warp
 import rasterio.windows
 import xarray as xr
+from affine import Affine
 from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 from rasterio.enums import Resampling
 from distributed.diagnostics.plugin import WorkerPlugin
 from rasterio.errors import RasterioError
@@ -65,6 +68,9 @@ _CHECK_PX = 256  # side of the decimated read used by the pixel check
 _PROBE_THREADS = 8
 # Up to this many dates the median sorts with a min/max network (n*n/2 passes), beyond it np.sort.
 _NETWORK_MAX_DATES = 8
+# Resolutions a 10 m band of a Sentinel-2 COG (and of the demo world's) can be read at: full
+# resolution and its 2x, 4x, 8x overviews.
+OVERVIEW_LEVELS_M: tuple[float, ...] = (10.0, 20.0, 40.0, 80.0)
 
 
 def configure_gdal(client: Any = None) -> dict[str, str | int]:
@@ -214,6 +220,7 @@ def load_composite(
     bands: Sequence[str] = ("red", "green", "blue"),
     mask_scl: Sequence[int] = MASK_SCL,
     resampling: str = "bilinear",
+    read_resolution: float | None = None,
 ) -> xr.Dataset:
     """Lazy median composite of clear reflectance on ``grid.pixel_geobox``.
 
@@ -228,6 +235,9 @@ def load_composite(
     graph stays a few tasks per chunk whatever the number of scenes. Call :func:`configure_gdal`
     (with the client, if any) before computing it, as ``run_map`` does: it makes reprojected
     pixels independent of the chunking.
+
+    ``read_resolution`` (metres, a whole multiple of the grid's, e.g. 20.0): read and composite
+    there instead (see :func:`load_block`); the result keeps the grid's shape and meaning.
     """
     usable = _usable(items, offsets)
     bands = _model_bands(bands)
@@ -235,14 +245,19 @@ def load_composite(
     # Load chunks cut at multiples of whole cells; the rechunk below adds the margins.
     load_chunk = grid.cells_per_chunk * grid.stride_px
     raw, planes = _composite(usable, grid.pixel_geobox, {"y": load_chunk, "x": load_chunk}, offsets=offsets,
-                             bands=bands, mask_scl=mask_scl, resampling=resampling)
+                             bands=bands, mask_scl=mask_scl, resampling=resampling, read_resolution=read_resolution)
     planes = planes.rechunk({1: ychunks, 2: xchunks})
 
-    coords = {"y": raw.y, "x": raw.x, "spatial_ref": raw.spatial_ref}
+    if _read_factor(grid.pixel_geobox, read_resolution) == 1:
+        coords = {"y": raw.y, "x": raw.x, "spatial_ref": raw.spatial_ref}
+    else:  # ``raw`` is on the coarse read grid
+        coords = xr_coords(grid.pixel_geobox, crs_coord_name="spatial_ref")
     out = {band: xr.DataArray(planes[i], dims=("y", "x"), coords=coords) for i, band in enumerate(bands)}
     out["clear_count"] = xr.DataArray(planes[len(bands)].astype(np.uint8), dims=("y", "x"), coords=coords)
     composite = xr.Dataset(out)
     composite.attrs.update(items=[item.id for item in usable], mask_scl=list(mask_scl))
+    if read_resolution is not None:
+        composite.attrs.update(read_resolution=float(read_resolution))
     for band in bands:
         composite[band].attrs.update(units="1", long_name=f"{band} surface reflectance, median of clear observations")
     composite["clear_count"].attrs.update(long_name="clear observations per pixel")
@@ -257,18 +272,51 @@ def load_block(
     bands: Sequence[str] = ("red", "green", "blue"),
     mask_scl: Sequence[int] = MASK_SCL,
     resampling: str = "bilinear",
+    read_resolution: float | None = None,
 ) -> da.Array:
     """The lazy (bands + 1, H, W) float32 composite planes of one block's ``geobox`` in one chunk:
     the bands' median clear reflectance, then the clear-observation count (as :func:`load_composite`).
 
     A streamed run builds this graph for each block as it submits it, so the client never holds
-    the graph of the whole area; the pixels equal those of :func:`load_composite` over any chunking.
+    the graph of the whole area; the pixels equal those of :func:`load_composite` over any chunking
+    (with the same ``read_resolution``).
+
+    ``read_resolution`` (metres, a whole multiple of the geobox's; None or equal: full resolution):
+    read, mask and composite on that coarser grid, so GDAL decodes the COGs' matching overview
+    (odc-loader opens the overview level whenever the read shrinks by its factor), then upsample
+    the planes to ``geobox``: the count by nearest, reflectance by ``resampling``
+    (:func:`upsample_planes`). Worth it when the model sees the window coarser than that anyway
+    (:func:`read_resolution_for`). The coarse grid is a lattice shared by every block of the same
+    pixel grid and is read one coarse pixel wider than the block on each side, so a block whose
+    side is no multiple of the coarse pixel is simply cropped, and block edges still interpolate
+    between real neighbours.
     """
     usable = _usable(items, offsets)
     ny, nx = geobox.shape
     _, planes = _composite(usable, geobox, {"y": ny, "x": nx}, offsets=offsets, bands=_model_bands(bands),
-                           mask_scl=mask_scl, resampling=resampling)
+                           mask_scl=mask_scl, resampling=resampling, read_resolution=read_resolution)
     return planes
+
+
+def read_resolution_for(
+    card_window_px: int,
+    card_patch_size: int,
+    resolution: float = 10.0,
+    levels: Sequence[float] = OVERVIEW_LEVELS_M,
+) -> float:
+    """The coarsest of ``levels`` still finer than or equal to the model's input pixel
+    (``card_window_px`` px of ``resolution`` m resized to ``card_patch_size`` px), never finer than
+    ``resolution`` itself: reading finer than the model looks decodes pixels the resize throws away.
+
+    The seed/compact card (120 px at 10 m -> 32 px, 37.5 m) gives 20.0; a card whose patch is its
+    window (reBEN, 120 -> 120 px) gives ``resolution``, i.e. no change.
+    """
+    if card_window_px < 1 or card_patch_size < 1 or resolution <= 0:
+        raise ValueError(f"window {card_window_px} px, patch {card_patch_size} px and resolution {resolution} m must be positive")
+    input_pixel = card_window_px * resolution / card_patch_size
+    # The tolerance keeps a level equal to the input pixel (e.g. 120 px -> 30 px = 40 m) eligible.
+    fits = [float(level) for level in levels if resolution <= level <= input_pixel * (1 + 1e-9)]
+    return max(fits, default=float(resolution))
 
 
 def _usable(items: Iterable[pystac.Item], offsets: Mapping[str, int]) -> list[pystac.Item]:
@@ -293,9 +341,21 @@ def _composite(
     bands: list[str],
     mask_scl: Sequence[int],
     resampling: str,
+    read_resolution: float | None = None,
 ) -> tuple[xr.Dataset, da.Array]:
     """odc-stac's lazy per-item read of ``bands`` + SCL on ``geobox``, and the (bands + 1, y, x)
-    composite of it, chunked as ``chunks`` (every date of a chunk in one task)."""
+    composite of it, chunked as ``chunks`` (every date of a chunk in one task).
+
+    With a ``read_resolution`` coarser than ``geobox``, the read and the composite run on
+    :func:`coarse_geobox` (the returned dataset is that read) and the planes are upsampled to
+    ``geobox``, chunked as ``chunks`` scaled to the coarse grid."""
+    factor = _read_factor(geobox, read_resolution)
+    if factor > 1:
+        coarse, offset = coarse_geobox(geobox, factor)
+        coarse_chunks = {dim: -(-size // factor) for dim, size in chunks.items()}
+        raw, planes = _composite(usable, coarse, coarse_chunks, offsets=offsets, bands=bands, mask_scl=mask_scl,
+                                 resampling=resampling)
+        return raw, _upsampled(planes, factor, offset, geobox.shape, resampling)
     with rasterio.Env(**GDAL_OPTIONS):  # captured into the graph by odc-stac, restored in each task
         raw = odc.stac.load(
             usable,
@@ -327,6 +387,135 @@ def _composite(
         name=f"composite-{dask.base.tokenize(*(raw[b].data.name for b in (*bands, 'scl')), offset_dn, scales, tuple(mask_scl))}",
     )
     return raw, planes
+
+
+def _read_factor(geobox: GeoBox, read_resolution: float | None) -> int:
+    """Geobox pixels per read pixel along each axis (1: read at the geobox's own resolution)."""
+    if read_resolution is None:
+        return 1
+    res_x, res_y = abs(geobox.resolution.x), abs(geobox.resolution.y)
+    factor = read_resolution / res_x
+    whole = round(factor)
+    if not math.isclose(res_x, res_y, rel_tol=1e-9) or whole < 1 or not math.isclose(factor, whole, rel_tol=1e-9):
+        raise LoadError(
+            f"read resolution {read_resolution:g} m must be a whole multiple of the grid's "
+            f"{res_x:g} x {res_y:g} m square pixels (e.g. {2 * res_x:g})"
+        )
+    return whole
+
+
+def coarse_geobox(geobox: GeoBox, factor: int, halo: int = 1) -> tuple[GeoBox, tuple[int, int]]:
+    """The grid of ``factor`` x ``factor`` geobox pixels covering north-up ``geobox`` plus ``halo``
+    coarse pixels on each side, and the (row, col) offset in geobox pixels of ``geobox``'s origin
+    from that grid's.
+
+    The coarse pixels sit on a lattice fixed by the CRS origin and the geobox's pixel phase, not
+    by the geobox's corner: every block of one pixel grid (and the whole grid) then reads the same
+    coarse pixels, and a 10 m grid on the Sentinel-2 lattice reads 20 m pixels that coincide with
+    the tiles' own 20 m overview pixels (a plain copy, no resampling).
+    """
+    t = geobox.affine
+    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+        raise LoadError(f"overview reads need a north-up grid, got {tuple(t)[:6]}")
+    res = t.a
+    # Global pixel indices of the geobox's top-left pixel (columns eastwards, rows southwards).
+    col = math.floor(t.c / res + 1e-6)
+    row = math.floor(-t.f / res + 1e-6)
+    phase_x, phase_y = t.c - col * res, -t.f - row * res
+    coarse_col, coarse_row = col // factor - halo, row // factor - halo
+    off_row, off_col = row - coarse_row * factor, col - coarse_col * factor
+    ny, nx = geobox.shape
+    shape = (-(-(off_row + ny) // factor) + halo, -(-(off_col + nx) // factor) + halo)
+    step = res * factor
+    affine = Affine(step, 0.0, phase_x + coarse_col * step, 0.0, -step, -(phase_y + coarse_row * step))
+    return GeoBox(shape, affine, geobox.crs), (off_row, off_col)
+
+
+def _upsampled(planes: da.Array, factor: int, offset: tuple[int, int], shape: tuple[int, int], resampling: str) -> da.Array:
+    """Coarse (bands + 1, h, w) planes -> (bands + 1, *shape) on the fine grid starting ``offset``
+    fine pixels into them. Each chunk borrows one coarse pixel from its neighbours, so chunk edges
+    interpolate as the interior does; the outer ring (the coarse grid's halo) only feeds pixels
+    that the crop drops."""
+    haloed = da.overlap.overlap(planes, depth={0: 0, 1: 1, 2: 1}, boundary={0: "none", 1: "nearest", 2: "nearest"})
+    fine = haloed.map_blocks(
+        _upsample_haloed_block,
+        factor=factor,
+        resampling=resampling,
+        chunks=(planes.chunks[0], *(tuple(c * factor for c in axis) for axis in planes.chunks[1:])),
+        dtype=np.float32,
+    )
+    (r0, c0), (ny, nx) = offset, shape
+    return fine[:, r0:r0 + ny, c0:c0 + nx]
+
+
+def _upsample_haloed_block(block: np.ndarray, *, factor: int, resampling: str) -> np.ndarray:
+    # The block carries one borrowed coarse pixel on each side; its own pixels start at 1.
+    h, w = block.shape[1] - 2, block.shape[2] - 2
+    return upsample_planes(block, factor=factor, offset=(factor, factor), shape=(h * factor, w * factor),
+                           resampling=resampling)
+
+
+def upsample_planes(
+    coarse: np.ndarray,
+    *,
+    factor: int,
+    offset: tuple[int, int] = (0, 0),
+    shape: tuple[int, int] | None = None,
+    resampling: str = "bilinear",
+) -> np.ndarray:
+    """(bands + 1, h, w) composite planes (reflectance, then clear count) at ``factor`` x the
+    pixel size -> the (bands + 1, *shape) fine planes whose origin is ``offset`` fine pixels into
+    the coarse grid (default: all of it).
+
+    The count is repeated (nearest): it stays a count. Reflectance follows ``resampling``:
+    ``nearest`` repeats too; ``bilinear`` weighs the coarse pixel centres around each fine centre
+    (edges clamp), renormalised over the neighbours that have a value, so a never-clear coarse
+    pixel does not blank its clear neighbours. Fine pixels whose count is 0 are NaN either way,
+    as in a full-resolution composite.
+    """
+    _, h, w = coarse.shape
+    ny, nx = shape if shape is not None else (h * factor - offset[0], w * factor - offset[1])
+    rows = np.arange(offset[0], offset[0] + ny)
+    cols = np.arange(offset[1], offset[1] + nx)
+    count = coarse[-1][(rows // factor)[:, None], (cols // factor)[None, :]]
+    if resampling == "nearest":
+        reflectance = coarse[:-1][:, (rows // factor)[:, None], (cols // factor)[None, :]]
+    elif resampling == "bilinear":
+        reflectance = _bilinear(coarse[:-1], _linear_taps(rows, factor, h), _linear_taps(cols, factor, w))
+    else:
+        raise LoadError(f"overview reads upsample by 'nearest' or 'bilinear', not {resampling!r}")
+    out = np.empty((coarse.shape[0], ny, nx), dtype=np.float32)
+    out[:-1] = reflectance
+    out[:-1][:, count == 0] = np.nan
+    out[-1] = count
+    return out
+
+
+def _linear_taps(fine: np.ndarray, factor: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For fine pixel indices: the two coarse neighbours (clamped to 0..n-1) and the second's weight."""
+    u = (fine + 0.5) / factor - 0.5  # fine pixel centre in coarse pixel-centre units
+    lo = np.floor(u).astype(np.intp)
+    weight = (u - lo).astype(np.float32)
+    return np.clip(lo, 0, n - 1), np.clip(lo + 1, 0, n - 1), weight
+
+
+def _bilinear(values: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
+    """Separable bilinear interpolation of (B, h, w) with NaN treated as missing (normalised weights)."""
+    present = np.isfinite(values)
+    filled = np.where(present, values, np.float32(0)).astype(np.float32)
+    weights = present.astype(np.float32)
+
+    def along(a: np.ndarray, taps: tuple, axis: int) -> np.ndarray:
+        lo, hi, wt = taps
+        shape = [1] * a.ndim
+        shape[axis] = -1
+        wt = wt.reshape(shape)
+        return np.take(a, lo, axis=axis) * (1 - wt) + np.take(a, hi, axis=axis) * wt
+
+    num = along(along(filled, rows, 1), cols, 2)
+    den = along(along(weights, rows, 1), cols, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.float32(np.nan)).astype(np.float32)
 
 
 def composite_block(

@@ -117,6 +117,7 @@ def plan_grid(
     cells_per_chunk: int = 8,
     min_blocks: int = 1,
     coverage: shapely.Geometry | None = None,
+    margin_px: int | None = None,
 ) -> PatchGrid:
     """Plan the cell and pixel grids covering ``aoi``.
 
@@ -129,7 +130,12 @@ def plan_grid(
     still splits into about ``min_blocks`` blocks (see :func:`balanced_cells_per_chunk`).
     """
     stride_px = window_px if stride_px is None else stride_px
-    margin_px = _margin(window_px, stride_px)
+    # ``margin_px`` given: the pixel padding a detail plan needs (pipeline.detail), any cell size;
+    # else one window centred on each cell of ``stride_px``.
+    if margin_px is None:
+        margin_px = _margin(window_px, stride_px)
+    elif margin_px < 0 or stride_px < 1:
+        raise GridError(f"margin {margin_px} px and cell {stride_px} px must be >= 0 and >= 1")
     if resolution <= 0:
         raise GridError(f"resolution {resolution} must be positive; give metres per pixel, e.g. 10")
     if cells_per_chunk < 1:

@@ -15,7 +15,7 @@ import numpy as np
 from rich.table import Table
 
 from pipeline.aoi import AOI
-from pipeline.infer import ChunkStore, ItemIndex, ModelRef, block_footprint, block_key, iter_blocks
+from pipeline.infer import ChunkStore, DetailSpec, ItemIndex, ModelRef, block_footprint, block_key, iter_blocks
 from pipeline.patches import PatchGrid
 from pipeline.search import mgrs_tile
 
@@ -84,6 +84,7 @@ def plan_map(
     *,
     model: ModelRef,
     min_clear: float,
+    detail: DetailSpec | None = None,
     chunks: ChunkStore | None = None,
     workers: int = 1,
     gpu_workers: int = 0,
@@ -100,10 +101,10 @@ def plan_map(
         cells += block.n_inside
         if index is not None:
             ids = [it.id for it in index.touching(block_footprint(block, grid))]
-            if _has(chunks, block_key(block, grid, ids, model, min_clear)):
+            if _has(chunks, block_key(block, grid, ids, model, min_clear, detail)):
                 done += 1
                 continue
-        windows += block.n_inside
+        windows += block.n_inside if detail is None else block_windows(block, grid, detail)
     tiles = tuple(sorted({mgrs_tile(it) for it in items}))
     zones = tuple(sorted({z for z in map(utm_zone, tiles) if z is not None}))
     rate = speed() if windows else None
@@ -113,6 +114,19 @@ def plan_map(
         blocks_done=done if chunks is not None else None, windows=windows, workers=workers, gpu_workers=gpu_workers,
         patches_per_s=rate, seconds=time.perf_counter() - started,
     )
+
+
+def block_windows(block, grid: PatchGrid, detail: DetailSpec) -> int:
+    """Windows the model would see for ``block`` (at most: cloudy ones are skipped)."""
+    from pipeline.detail import window_origins
+
+    ys, xs = block.pixels
+    origin = (block.cells[0].start * detail.cell_px, block.cells[1].start * detail.cell_px)
+    # The lattice only needs the stride and margin; the dense grid does not move windows.
+    from pipeline.detail import DetailPlan
+
+    plan = DetailPlan(grid.window_px, detail.window_stride_px, detail.cell_px, weight=detail.weight)
+    return len(window_origins(ys.stop - ys.start, plan, origin[0])) * len(window_origins(xs.stop - xs.start, plan, origin[1]))
 
 
 def _has(chunks: ChunkStore, key: str) -> bool:

@@ -35,7 +35,8 @@ from pipeline.infer import (
     gpu_group_size,
     iter_blocks,
     load_model_here,
-    prepare_graph,
+    DetailSpec,
+    windows_per_block,
 )
 from pipeline.load import configure_gdal, item_offsets, load_block, load_composite
 from pipeline.mosaic import mosaic
@@ -44,7 +45,11 @@ from pipeline.search import SearchParams, format_item_table, search_items
 
 log = logging.getLogger(__name__)
 
-DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "demo-compact-nosr.safetensors"
+WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights"
+# The seed-family demo weights (RGB, 32 px patches), and the default of a map: the multi-band
+# demo weights in the reBEN layout, whose detailed maps agree best with the demo truth.
+DEMO_WEIGHTS = WEIGHTS / "demo-compact-nosr.safetensors"
+DEFAULT_WEIGHTS = WEIGHTS / "demo-multiband-mobilenetv3.safetensors"
 
 
 # Small AOIs are cut into at least this many blocks (smaller ones), so every worker of a
@@ -68,12 +73,12 @@ class MapResult:
 
 
 def default_weights() -> Path:
-    if not DEMO_WEIGHTS.exists():
+    if not DEFAULT_WEIGHTS.exists():
         raise LandcoverError(
-            f"no --model given and the demo weights {DEMO_WEIGHTS} are missing; "
-            "run `make weights` or pass --model PATH"
+            f"no --model given and the demo weights {DEFAULT_WEIGHTS} are missing; "
+            "run `make weights-multiband` or pass --model PATH"
         )
-    return DEMO_WEIGHTS
+    return DEFAULT_WEIGHTS
 
 
 def load_model_on_workers(client, model: ModelRef) -> None:
@@ -116,7 +121,7 @@ def stac_endpoint(cfg: MapConfig) -> Iterator[str | None]:
         return
     from pipeline.demo import generate_world, serve_world
 
-    with serve_world(generate_world()) as served:
+    with serve_world(generate_world(layout=cfg.demo_layout)) as served:
         yield served.stac_url
 
 
@@ -157,7 +162,7 @@ class Work:
     stored: np.ndarray | None = None
 
 
-def plan_work(grid: PatchGrid, index: ItemIndex, model: ModelRef, min_clear: float,
+def plan_work(grid: PatchGrid, index: ItemIndex, model: ModelRef, spec: DetailSpec,
               chunks: ChunkStore | None, *, lookahead: int = 256) -> Iterator[Work]:
     """The blocks of the map with their scenes and keys, planned as the run asks for them.
 
@@ -169,7 +174,7 @@ def plan_work(grid: PatchGrid, index: ItemIndex, model: ModelRef, min_clear: flo
     def flush() -> Iterator[Work]:
         for block in sorted(batch, key=lambda b: -b.n_inside):
             items = index.touching(block_footprint(block, grid))
-            key = block_key(block, grid, [it.id for it in items], model, min_clear)
+            key = block_key(block, grid, [it.id for it in items], model, spec.min_clear, spec)
             yield Work(block, items, key, chunks.get(key) if chunks is not None else None)
         batch.clear()
 
@@ -222,14 +227,14 @@ def plan_run(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkSto
     model, card = load_card(cfg)
     with stac_endpoint(cfg) as stac_url:
         items = search_items(search_params(cfg, stac_url), aoi)
-    grid = plan_map_grid(cfg, aoi, items, card.window_px, console)
+    grid, spec = plan_map_grid(cfg, aoi, items, card.window_px, console)
     workers, gpus = local_worker_count(cfg.workers), 0
     if cfg.scheduler:
         with connect(cfg.scheduler) as (client, _):
             info = describe(client, local=False)
             workers, gpus = info.n_workers, info.gpu_workers
     return plan_map(
-        aoi, items, grid, model=model, min_clear=cfg.min_clear, chunks=chunks, workers=workers, gpu_workers=gpus,
+        aoi, items, grid, model=model, min_clear=cfg.min_clear, detail=spec, chunks=chunks, workers=workers, gpu_workers=gpus,
         speed=lambda: model_speed(model, card.window_px, len(card.bands)), started=started,
     )
 
@@ -269,7 +274,7 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
         items = search_items(search_params(cfg, stac_url), aoi)
         console.print(format_item_table(items))
         lap("search")
-        grid = plan_map_grid(cfg, aoi, items, card.window_px, console)
+        grid, spec = plan_map_grid(cfg, aoi, items, card.window_px, console)
         count = count_grid(grid)
         lap("plan")
 
@@ -310,16 +315,16 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
                 ys, xs = work.block.pixels
                 planes = load_block(work.items, grid.pixel_geobox[ys, xs], offsets=offsets, bands=tuple(card.bands),
                                     resampling=card.resampling)
-                return prepare_graph(planes, work.block, grid, min_clear=cfg.min_clear)
+                return planes
 
             with map_export(
                 grid.cell_geobox, cfg.out, provenance=provenance, multi_label=card.task == "multi-label",
                 threshold=card.threshold, aoi=aoi.geometry, scenes=items, overwrite=cfg.overwrite, composite=composite,
             ) as export:
                 stream = classify_stream(
-                    client, plan_work(grid, index, model, cfg.min_clear, chunks), prepare, model,
+                    client, plan_work(grid, index, model, spec, chunks), prepare, model, spec,
                     gpu=info.gpu_workers > 0, in_flight=max(2, 2 * info.n_workers),
-                    group=gpu_group_size(grid.cells_per_chunk ** 2) if info.gpu_workers else 1,
+                    group=gpu_group_size(windows_per_block(grid, spec)) if info.gpu_workers else 1,
                     before_first=load_model_once,
                 )
                 for work, values, fresh in stream:
@@ -358,8 +363,31 @@ def search_params(cfg: MapConfig, stac_url: str | None) -> SearchParams:
     )
 
 
-def plan_map_grid(cfg: MapConfig, aoi: AOI, items: list, window_px: int, console: Console) -> PatchGrid:
-    """The run's grid over the part of the AOI the scenes cover, said in the log when that is less."""
+# Blocks of about this much ground: big enough that the window margin around a block (1.2 km a
+# side for detailed maps) adds little reading, small enough for a worker's memory.
+BLOCK_M = 9600.0
+# Detailed maps pad every block by a window, so a small AOI is cut into fewer blocks than
+# MIN_BLOCKS: each extra block re-reads its margins.
+MIN_DETAIL_BLOCKS = 8
+
+
+def detail_spec(cfg: MapConfig, window_px: int) -> DetailSpec:
+    """The run's window placement and blending, checked (one-line errors) before any work."""
+    from pipeline.detail import DetailPlan
+
+    stride = cfg.stride or max(1, window_px // 3)
+    plan = DetailPlan.from_card(window_px, cfg.cell_size, cfg.resolution, stride_px=stride, weight=cfg.blend)
+    return DetailSpec(window_stride_px=plan.stride_px, cell_px=plan.cell_px, dense=cfg.dense, weight=cfg.blend,
+                      min_clear=cfg.min_clear)
+
+
+def plan_map_grid(cfg: MapConfig, aoi: AOI, items: list, window_px: int, console: Console) -> tuple[PatchGrid, DetailSpec]:
+    """The run's grid over the part of the AOI the scenes cover (said in the log when that is
+    less), and how its windows are placed and blended."""
+    from pipeline.detail import DetailPlan
+
+    spec = detail_spec(cfg, window_px)
+    margin = DetailPlan(window_px, spec.window_stride_px, spec.cell_px, weight=spec.weight).margin_px
     coverage = footprint_union(items)
     note = coverage_note(aoi, coverage)
     if note:
@@ -369,17 +397,19 @@ def plan_map_grid(cfg: MapConfig, aoi: AOI, items: list, window_px: int, console
         crs=cfg.crs,
         resolution=cfg.resolution,
         window_px=window_px,
-        stride_px=cfg.stride,
-        cells_per_chunk=cfg.cells_per_chunk,
-        min_blocks=MIN_BLOCKS,
+        stride_px=spec.cell_px,
+        margin_px=margin,
+        cells_per_chunk=cfg.cells_per_chunk or max(1, round(BLOCK_M / cfg.cell_size)),
+        min_blocks=MIN_BLOCKS if margin == 0 else MIN_DETAIL_BLOCKS,
         coverage=coverage,
     )
     ny, nx = grid.cell_geobox.shape
     console.print(
-        f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {grid.stride_px * cfg.resolution:.0f} m, "
-        f"windows {grid.window_px} px, blocks of {grid.cells_per_chunk} x {grid.cells_per_chunk} cells"
+        f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {cfg.cell_size:g} m; windows of {window_px} px every "
+        f"{spec.window_stride_px} px{', evaluated densely' if spec.dense else ''}, {spec.weight} blending; "
+        f"blocks of {grid.cells_per_chunk} x {grid.cells_per_chunk} cells"
     )
-    return grid
+    return grid, spec
 
 
 def _composite_writer(cfg, card, grid, items, offsets, client, progress):

@@ -112,7 +112,8 @@ class Region(BaseModel):
     schedule: str = Field(description="cron expression (UTC) of when the region is due")
     cluster: str | None = Field(None, description="address of an existing dask scheduler")
     workers: int | None = Field(None, ge=1)
-    cells_per_chunk: int = Field(8, ge=1, le=64)
+    cell_size: float = Field(100.0, gt=0, description="output cell size in metres (see `landcover map --cell-size`)")
+    cells_per_chunk: int | None = Field(None, ge=1, le=4096, description="block side in cells; default: about 9.6 km")
     min_clear: float = Field(0.5, ge=0, le=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -161,7 +162,7 @@ class Region(BaseModel):
             aoi=aoi, out=out, source=self.source, stac_url=self.stac_url, collection=self.collection,
             start=start, end=end,
             max_cloud=self.max_cloud, max_items_per_tile=self.max_items_per_tile, model=self.model,
-            scheduler=self.cluster, workers=self.workers, cells_per_chunk=self.cells_per_chunk,
+            scheduler=self.cluster, workers=self.workers, cells_per_chunk=self.cells_per_chunk, cell_size=self.cell_size,
             min_clear=self.min_clear, device=self.device, overwrite=True,
         )
 

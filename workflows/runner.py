@@ -161,7 +161,8 @@ def result_parameters(cfg, aoi_geometry) -> dict[str, Any]:
         "aoi_wkb_sha256": hashlib.sha256(aoi_geometry.wkb).hexdigest(),
         "source": cfg.source, "collection": cfg.collection, "max_cloud": cfg.max_cloud,
         "max_items_per_tile": cfg.max_items_per_tile, "crs": cfg.crs, "resolution": cfg.resolution,
-        "stride": cfg.stride, "min_clear": cfg.min_clear,
+        "stride": cfg.stride, "min_clear": cfg.min_clear, "cell_size": cfg.cell_size, "dense": cfg.dense,
+        "blend": cfg.blend, "cells_per_chunk": cfg.cells_per_chunk,
     }
 
 

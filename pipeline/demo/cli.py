@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.demo.world import DemoWorld, generate_world
+from pipeline.demo.world import DemoWorld, generate_world, parse_layout
 
 demo_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console()
@@ -18,6 +18,9 @@ out = Console()
 _SIZE = typer.Option(1200, "--size", help="Tile size in 10 m pixels (even; a full Sentinel-2 tile is 10980).")
 _SEED = typer.Option(0, "--seed", help="World seed: the same seed gives the same world.")
 _CACHE = typer.Option(None, "--cache-dir", help="Cache folder (default: $LANDCOVER_CACHE or ~/.cache/landcover).")
+_LAYOUT = typer.Option(
+    None, "--layout", help="Tiles as COLUMNSxROWS across 12°E, e.g. 3x2 (default: the two-tile world, 2x1)."
+)
 
 
 def scenes_table(world: DemoWorld) -> Table:
@@ -35,10 +38,16 @@ def scenes_table(world: DemoWorld) -> Table:
     return table
 
 
+def _layout(text: Optional[str]) -> Optional[tuple[int, int]]:
+    return None if text is None else parse_layout(text)
+
+
 @demo_app.command("generate")
-def generate(size: int = _SIZE, seed: int = _SEED, cache_dir: Optional[Path] = _CACHE) -> None:
+def generate(
+    size: int = _SIZE, seed: int = _SEED, cache_dir: Optional[Path] = _CACHE, layout: Optional[str] = _LAYOUT
+) -> None:
     """Generate the demo world (or find it in the cache) and list its scenes."""
-    world = generate_world(cache_dir, size_px=size, seed=seed, progress=True)
+    world = generate_world(cache_dir, size_px=size, seed=seed, progress=True, layout=_layout(layout))
     out.print(scenes_table(world))
     out.print(f"items: {world.items_path}\nAOI:   {world.aoi_path}")
     for tile in world.tiles:
@@ -46,11 +55,13 @@ def generate(size: int = _SIZE, seed: int = _SEED, cache_dir: Optional[Path] = _
 
 
 @demo_app.command("serve")
-def serve(size: int = _SIZE, seed: int = _SEED, cache_dir: Optional[Path] = _CACHE) -> None:
+def serve(
+    size: int = _SIZE, seed: int = _SEED, cache_dir: Optional[Path] = _CACHE, layout: Optional[str] = _LAYOUT
+) -> None:
     """Serve the demo world (STAC API + file server on 127.0.0.1) until Ctrl-C."""
     from pipeline.demo.serve import serve_world
 
-    world = generate_world(cache_dir, size_px=size, seed=seed, progress=True)
+    world = generate_world(cache_dir, size_px=size, seed=seed, progress=True, layout=_layout(layout))
     with serve_world(world) as served:
         out.print(f"STAC API: {served.stac_url}\nfiles:    {served.files_url}\nAOI:      {world.aoi_path}")
         out.print("Ctrl-C stops both servers.")

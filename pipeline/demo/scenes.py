@@ -7,6 +7,10 @@ radiometry cases of ``pipeline.radiometry`` (baseline 03.xx without offset; base
 with +1000 DN and no flag as on Planetary Computer; Earth Search v1 with the offset removed and
 ``earthsearch:boa_offset_applied: true``; and one item whose flag is wrong).
 
+Larger layouts (``layout_tiles``: columns x rows of tiles across 12°E, each in the UTM zone of its
+own centre, overlapping its neighbours by ~10% like real MGRS tiles) repeat each zone's three
+acquisitions on every tile of that zone, as one orbit images neighbouring tiles on one day.
+
 A tile is rendered in row blocks so a full 10,980 px tile never sits in memory at once;
 everything is a function of ground position, so blocks join without seams.
 """
@@ -14,7 +18,7 @@ everything is a function of ground position, so blocks join without seams.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -37,6 +41,11 @@ SCL_NODATA, SCL_SHADOW, SCL_UNCLASSIFIED = 0, 3, 7
 SCL_CLOUD_MEDIUM, SCL_CLOUD_HIGH, SCL_CIRRUS = 8, 9, 10
 SUN_AZIMUTH_DEG = 145.0
 SHADOW_DISTANCE_M = 700.0
+# (columns, rows): the two tiles every test and the committed demo weights were made on.
+DEFAULT_LAYOUT = (2, 1)
+MAX_LAYOUT_SIDE = 10  # keeps every tile within zones 32/33 and within the MGRS letters used below
+LAYOUT_OVERLAP = 0.1  # share of a tile's width shared with each neighbour (MGRS: 9.8 of 109.8 km)
+Layout = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -112,18 +121,139 @@ def make_tiles(size_px: int) -> tuple[TileSpec, TileSpec]:
     return tiles[0], tiles[1]
 
 
-def make_scenes(tiles: tuple[TileSpec, TileSpec]) -> tuple[SceneSpec, ...]:
-    west, east = tiles
-    return (
-        # 32TQR: the no-offset baseline, a Planetary-Computer-like offset scene, and a wrong flag.
-        SceneSpec(west, date(2021, 8, 20), "sentinel-2a", "03.01", False, None, 0.015, False, None),
-        SceneSpec(west, date(2024, 6, 12), "sentinel-2b", "05.10", True, None, 0.55, True, None),
-        SceneSpec(west, date(2024, 7, 2), "sentinel-2b", "05.10", True, True, 0.22, False, "west"),
-        # 33TTL: Planetary-Computer-like and Earth Search v1 (offset removed, flag true).
-        SceneSpec(east, date(2024, 6, 17), "sentinel-2a", "05.10", True, None, 0.02, False, None),
-        SceneSpec(east, date(2024, 6, 27), "sentinel-2a", "05.10", False, True, 0.25, False, "east"),
-        SceneSpec(east, date(2024, 7, 7), "sentinel-2b", "05.10", False, True, 0.6, True, None),
+# The acquisitions of each zone, as (day, platform, baseline, pixels carry offset, offset flag,
+# cloud share, cirrus, swath-edge wedge); see the module docstring for the cases they cover.
+_ZONE_ACQUISITIONS: dict[int, tuple[tuple, ...]] = {
+    # zone 32: the no-offset baseline, a Planetary-Computer-like offset scene, and a wrong flag.
+    32632: (
+        (date(2021, 8, 20), "sentinel-2a", "03.01", False, None, 0.015, False, None),
+        (date(2024, 6, 12), "sentinel-2b", "05.10", True, None, 0.55, True, None),
+        (date(2024, 7, 2), "sentinel-2b", "05.10", True, True, 0.22, False, "west"),
+    ),
+    # zone 33: Planetary-Computer-like and Earth Search v1 (offset removed, flag true).
+    32633: (
+        (date(2024, 6, 17), "sentinel-2a", "05.10", True, None, 0.02, False, None),
+        (date(2024, 6, 27), "sentinel-2a", "05.10", False, True, 0.25, False, "east"),
+        (date(2024, 7, 7), "sentinel-2b", "05.10", False, True, 0.6, True, None),
+    ),
+}
+
+
+def make_scenes(tiles: Sequence[TileSpec], layout: Layout = DEFAULT_LAYOUT) -> tuple[SceneSpec, ...]:
+    """Every tile's zone acquisitions; ``tiles`` in ``layout_tiles`` order (rows north to south).
+
+    A swath edge cuts only the outermost column on its side: an orbit's edge is one line on the
+    ground, not a wedge repeated in every tile.
+    """
+    columns = layout[0]
+    out = []
+    for index, tile in enumerate(tiles):
+        column = index % columns
+        for day, platform, baseline, carry, flag, cloud, cirrus, wedge in _ZONE_ACQUISITIONS[tile.epsg]:
+            outer = (wedge == "west" and column == 0) or (wedge == "east" and column == columns - 1)
+            out.append(SceneSpec(tile, day, platform, baseline, carry, flag, cloud, cirrus, wedge if outer else None))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------- layouts of many tiles
+
+# MGRS 100 km column letters of zones 32 and 33 and the row letters (I and O are never used).
+_COLUMN_LETTERS = {32632: "JKLMNPQR", 32633: "STUVWXYZ"}
+_ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
+# The squares the two default tiles are named after (where 12°E, 45.4°N lies in each zone).
+_ANCHOR_SQUARE = {32632: ("Q", "R"), 32633: ("T", "L")}
+
+
+def check_layout(layout: object) -> Layout:
+    """``layout`` as (columns, rows) if it is one the demo world can draw; ValueError otherwise."""
+    ok = (
+        isinstance(layout, tuple) and len(layout) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_LAYOUT_SIDE for n in layout)
     )
+    if not ok:
+        raise ValueError(
+            f"demo layout {layout!r} is not usable; give (columns, rows), each 1..{MAX_LAYOUT_SIDE}, e.g. (3, 2)"
+        )
+    return layout  # type: ignore[return-value]
+
+
+def layout_centres(size_px: int, layout: Layout) -> list[tuple[float, float]]:
+    """Ground (u, v) of every tile centre, rows north to south, columns west to east.
+
+    Centres are a tile width less the overlap apart. An odd number of columns is shifted west by a
+    quarter step so no centre sits on 12°E, where its zone would be a coin toss.
+    """
+    columns, rows = layout
+    step = (1.0 - LAYOUT_OVERLAP) * size_px * RESOLUTION_M
+    shift = 0.25 * step if columns % 2 else 0.0
+    return [
+        ((c - (columns - 1) / 2) * step - shift, ((rows - 1) / 2 - r) * step)
+        for r in range(rows)
+        for c in range(columns)
+    ]
+
+
+def _zone_epsg(u: float) -> int:
+    return 32632 if u < 0.0 else 32633
+
+
+def _tile_name(epsg: int, column_step: int, row_step: int) -> str:
+    """An MGRS-like name: the anchor square of the zone moved by whole squares (east, north).
+
+    Demo tiles are ~12 km, not 100 km, so neighbours borrow the names of neighbouring squares;
+    the names stay unique, valid MGRS and ordered like the tiles on the ground.
+    """
+    column_letter, row_letter = _ANCHOR_SQUARE[epsg]
+    columns = _COLUMN_LETTERS[epsg]
+    col = columns.index(column_letter) + column_step
+    if not 0 <= col < len(columns):
+        raise ValueError(f"demo layout too wide for the MGRS column letters of zone {epsg - 32600}")
+    row = (_ROW_LETTERS.index(row_letter) + row_step) % len(_ROW_LETTERS)
+    return f"{epsg - 32600}T{columns[col]}{_ROW_LETTERS[row]}"
+
+
+def layout_tiles(size_px: int, layout: Layout = DEFAULT_LAYOUT) -> tuple[TileSpec, ...]:
+    """Columns x rows of tiles across 12°E, rows north to south, columns west to east.
+
+    The default layout is ``make_tiles`` exactly (its 30% overlap included), so the default world
+    never changes. Other layouts centre each tile on its ground position in the UTM zone of that
+    centre; tile edges follow the zone's grid, so tiles of the two zones meet at the grid
+    convergence angle (~2° each way at 45°N), well inside the 10% overlap.
+    """
+    layout = check_layout(layout)
+    if layout == DEFAULT_LAYOUT:
+        return make_tiles(size_px)
+    columns, rows = layout
+    centres = layout_centres(size_px, layout)
+    extent = size_px * RESOLUTION_M
+    zone_of_column = [_zone_epsg(u) for u, _ in centres[:columns]]
+    last_west = max((c for c, e in enumerate(zone_of_column) if e == 32632), default=-1)
+    anchor_row = (rows - 1) // 2
+    tiles = []
+    for index, (u, v) in enumerate(centres):
+        row, column = divmod(index, columns)
+        epsg = zone_of_column[column]
+        # Steps in squares from the zone's anchor: the columns nearest 12°E, the row nearest LAT0.
+        column_step = column - last_west if epsg == 32632 else column - (last_west + 1)
+        lon, lat = ground_to_lonlat(np.array(u), np.array(v))
+        x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(float(lon), float(lat))
+        name = _tile_name(epsg, column_step, anchor_row - row)
+        tiles.append(TileSpec(name, epsg, _snap(x - extent / 2), _snap(y + extent / 2), size_px))
+    return tuple(tiles)
+
+
+def layout_south_edge(tiles: Sequence[TileSpec]) -> float:
+    """v of the layout's southernmost tile corner: the sea is drawn along the southern row."""
+    return float(min(tile_ground_corners(t)[1].min() for t in tiles))
+
+
+def tile_ground_corners(tile: TileSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Ground u, v of a tile's corners: NW, NE, SE, SW."""
+    west, south, east, north = tile.bounds
+    lon, lat = Transformer.from_crs(tile.epsg, 4326, always_xy=True).transform(
+        [west, east, east, west], [north, north, south, south]
+    )
+    return lonlat_to_ground(np.asarray(lon), np.asarray(lat))
 
 
 def pixel_centres(tile: TileSpec, row0: int, rows: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -179,6 +309,20 @@ def plan_sky(scene: SceneSpec, seed: int) -> Sky:
     threshold = float(np.quantile(clouds, 1.0 - scene.cloud_fraction))
     cirrus = float(np.quantile(_cirrus_field(u, v, scene, seed), 0.65)) if scene.cirrus else math.inf
     return Sky(threshold, cirrus)
+
+
+def plan_skies(scenes: Sequence[SceneSpec], seed: int) -> dict[str, Sky]:
+    """The sky of every scene; scenes of one day share the sky of that day's first scene.
+
+    One acquisition over neighbouring tiles is one sky: their overlaps then show the same clouds.
+    """
+    by_day: dict[date, Sky] = {}
+    skies = {}
+    for scene in scenes:
+        if scene.day not in by_day:
+            by_day[scene.day] = plan_sky(scene, seed)
+        skies[scene.id] = by_day[scene.day]
+    return skies
 
 
 def _opacity(field: np.ndarray, threshold: float) -> np.ndarray:

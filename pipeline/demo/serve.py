@@ -304,6 +304,19 @@ def start_stac_server(
     raise ServeError(f"the demo STAC API found no free port after {_PORT_ATTEMPTS} tries: {_tail(log)}")
 
 
+def _start_stac_of(
+    items: list[dict[str, Any]], collection: dict[str, Any], folder: Path, binary: Path, timeout_s: float
+) -> tuple[subprocess.Popen, str]:
+    """Write ``items`` and ``collection`` into ``folder`` and serve them with ``rustac serve``."""
+    items_path = folder / "items.ndjson"
+    with open(items_path, "w") as handle:  # line by line: a country's items need not be one string
+        for item in items:
+            handle.write(json.dumps(item, separators=(",", ":")) + "\n")
+    collection_path = folder / "collection.json"
+    collection_path.write_text(json.dumps(collection))
+    return start_stac_server([collection_path, items_path], folder, binary, timeout_s)
+
+
 @contextmanager
 def serve_world(world: DemoWorld, *, timeout_s: float = START_TIMEOUT_S) -> Iterator[ServedWorld]:
     """Serve ``world`` for the duration of the block; both servers are stopped on exit."""
@@ -313,13 +326,23 @@ def serve_world(world: DemoWorld, *, timeout_s: float = START_TIMEOUT_S) -> Iter
         files_proc, files_url = start_file_server(world.root, tmp, timeout_s)
         stack.callback(_stop, files_proc)
         items = world.items(base=files_url)
-        items_path = tmp / "items.ndjson"
-        items_path.write_text("".join(json.dumps(i) + "\n" for i in items))
-        collection_path = tmp / "collection.json"
-        collection_path.write_text(json.dumps(world.collection()))
-        stac_proc, stac_url = start_stac_server([collection_path, items_path], tmp, binary, timeout_s)
+        stac_proc, stac_url = _start_stac_of(items, world.collection(), tmp, binary, timeout_s)
         stack.callback(_stop, stac_proc)
         yield ServedWorld(stac_url=stac_url, files_url=files_url, items=items, world=world)
+
+
+@contextmanager
+def serve_items(
+    items: list[dict[str, Any]], collection: dict[str, Any], *, timeout_s: float = START_TIMEOUT_S
+) -> Iterator[str]:
+    """Serve ``items`` of ``collection`` (metadata only: no file server) through a STAC API on
+    127.0.0.1 for the duration of the block; yields the API root URL and stops it on exit."""
+    binary = rustac_binary()
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="landcover-demo-items-")))
+        proc, url = _start_stac_of(items, collection, tmp, binary, timeout_s)
+        stack.callback(_stop, proc)
+        yield url
 
 
 def main(argv: list[str] | None = None) -> None:

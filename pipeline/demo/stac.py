@@ -153,9 +153,14 @@ def item(scene: SceneSpec, scl_counts: np.ndarray) -> dict[str, Any]:
     }
 
 
-def collection(items: list[dict[str, Any]]) -> dict[str, Any]:
+def collection(items: list[dict[str, Any]], layout: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The Collection of ``items``; ``layout`` (columns, rows) is named in the description, None =
+    the original two-tile world, whose description stays word for word."""
     boxes = np.array([i["bbox"] for i in items])
     times = sorted(i["properties"]["datetime"] for i in items)
+    tiles = "two MGRS tiles either side of 12°E" if layout is None else (
+        f"{layout[0]} x {layout[1]} MGRS-like tiles across 12°E (UTM zones 32 and 33)"
+    )
     return {
         "type": "Collection",
         "stac_version": "1.0.0",
@@ -164,7 +169,7 @@ def collection(items: list[dict[str, Any]]) -> dict[str, Any]:
         "title": "Sentinel-2 Level-2A (synthetic demo world)",
         "description": (
             "A generated, deterministic Sentinel-2 L2A-like world in the shape of Earth Search v1 "
-            "sentinel-2-l2a: two MGRS tiles either side of 12°E. Not real data."
+            f"sentinel-2-l2a: {tiles}. Not real data."
         ),
         "license": "CC0-1.0",
         "keywords": ["sentinel-2", "l2a", "synthetic", "demo"],

@@ -5,7 +5,8 @@ Layout of a world folder (``$LANDCOVER_CACHE`` or ``~/.cache/landcover``, then
 
     collection.json            the sentinel-2-l2a Collection
     items.ndjson               one Item per line; asset hrefs relative to this folder
-    aoi.geojson                the demo area of interest (EPSG:4326, spans 12°E)
+    aoi.geojson                the demo area of interest (EPSG:4326, spans 12°E); for a layout other
+                               than the default two tiles, the whole layout (``layout_aoi``)
     scenes/<mgrs>/<item id>/   blue.tif green.tif red.tif nir.tif (10 m), rededge1..3, nir08,
                                swir16, swir22 (uint16), scl.tif (uint8; 20 m); COG, DEFLATE, 512 px
     truth/<mgrs>_truth.tif     ground truth, uint8 codes 1..19 (models.classes), colour table,
@@ -15,6 +16,9 @@ Layout of a world folder (``$LANDCOVER_CACHE`` or ``~/.cache/landcover``, then
 
 The world is generated in a sibling temporary folder and renamed into place, under a file lock,
 so concurrent test runs neither see half a world nor generate it twice.
+
+``layout=(columns, rows)`` asks for more tiles across 12°E (``scenes.layout_tiles``); the default
+(2, 1) keeps the world key and every file of the original two-tile world.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from rasterio.windows import Window
 
 from models.classes import CLASS_COLORS
 from pipeline.demo import landscape, scenes, stac
+from pipeline.demo.scenes import DEFAULT_LAYOUT, Layout
 from pipeline.errors import LandcoverError
 
 GENERATOR_VERSION = "5"
@@ -79,6 +84,7 @@ class DemoWorld:
     tiles: tuple[DemoTile, ...]
     size_px: int
     seed: int
+    layout: Layout = DEFAULT_LAYOUT  # (columns, rows) of tiles
 
     def items(self, base: str | None = None) -> list[dict[str, Any]]:
         """The Items with asset hrefs made absolute: local file paths, or ``base`` + relative path."""
@@ -97,6 +103,17 @@ class DemoWorld:
 
     def aoi(self) -> dict[str, Any]:
         return json.loads(self.aoi_path.read_text())
+
+    def layout_aoi(self) -> dict[str, Any]:
+        """A lon/lat rectangle inside the union of every tile (for the default world too)."""
+        return layout_aoi(self.tiles_spec(), self.layout)
+
+    def central_aoi(self, side_km: float) -> dict[str, Any]:
+        """A ``side_km`` x ``side_km`` square at the centre of the layout, e.g. to grow an AOI."""
+        return central_aoi(self.tiles_spec(), self.layout, side_km)
+
+    def tiles_spec(self) -> tuple[scenes.TileSpec, ...]:
+        return scenes.layout_tiles(self.size_px, self.layout)
 
     def tile(self, mgrs: str) -> DemoTile:
         for tile in self.tiles:
@@ -119,10 +136,32 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "landcover"
 
 
-def world_key(size_px: int, seed: int) -> str:
+def world_key(size_px: int, seed: int, layout: Layout = DEFAULT_LAYOUT) -> str:
     """Folder name of a world: changes with the generator version and every parameter."""
-    text = json.dumps({"version": GENERATOR_VERSION, "size_px": size_px, "seed": seed}, sort_keys=True)
+    params: dict[str, Any] = {"version": GENERATOR_VERSION, "size_px": size_px, "seed": seed}
+    if tuple(layout) != DEFAULT_LAYOUT:  # left out for the default, whose key predates layouts
+        params["layout"] = list(layout)
+    text = json.dumps(params, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_layout(text: str) -> Layout:
+    """``"3x2"`` -> (3, 2): columns x rows, as typed on the command line."""
+    cols, sep, rows = text.lower().partition("x")
+    try:
+        layout = (int(cols), int(rows)) if sep else None
+    except ValueError:
+        layout = None
+    if layout is None:
+        raise DemoWorldError(f"demo layout {text!r} is not COLUMNSxROWS; give e.g. 3x2")
+    return _checked_layout(layout)
+
+
+def _checked_layout(layout: Any) -> Layout:
+    try:
+        return scenes.check_layout(tuple(layout) if isinstance(layout, list | tuple) else layout)
+    except ValueError as exc:
+        raise DemoWorldError(str(exc)) from None
 
 
 def _check_params(size_px: int, seed: int) -> None:
@@ -135,8 +174,8 @@ def _check_params(size_px: int, seed: int) -> None:
         raise DemoWorldError(f"demo seed {seed!r} is not usable; give a non-negative integer")
 
 
-def _describe(root: Path, size_px: int, seed: int) -> DemoWorld:
-    tiles = scenes.make_tiles(size_px)
+def _describe(root: Path, size_px: int, seed: int, layout: Layout = DEFAULT_LAYOUT) -> DemoWorld:
+    tiles = scenes.layout_tiles(size_px, layout)
     return DemoWorld(
         root=root,
         collection_path=root / "collection.json",
@@ -145,37 +184,43 @@ def _describe(root: Path, size_px: int, seed: int) -> DemoWorld:
         tiles=tuple(DemoTile(t.mgrs, t.epsg, root / "truth" / f"{t.mgrs}_truth.tif", t.bounds) for t in tiles),
         size_px=size_px,
         seed=seed,
+        layout=layout,
     )
 
 
-def is_complete(root: Path, size_px: int, seed: int) -> bool:
+def is_complete(root: Path, size_px: int, seed: int, layout: Layout = DEFAULT_LAYOUT) -> bool:
     marker = root / MARKER
     try:
         meta = json.loads(marker.read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("key") == world_key(size_px, seed) and meta.get("version") == GENERATOR_VERSION
+    return meta.get("key") == world_key(size_px, seed, layout) and meta.get("version") == GENERATOR_VERSION
 
 
 def generate_world(
-    cache_dir: Path | None = None, *, size_px: int = 1200, seed: int = 0, progress: bool = False
+    cache_dir: Path | None = None, *, size_px: int = 1200, seed: int = 0, progress: bool = False,
+    layout: Layout | None = None,
 ) -> DemoWorld:
-    """The demo world for (size_px, seed): reused when present and complete, generated otherwise."""
+    """The demo world for (size_px, seed, layout): reused when present and complete, generated otherwise.
+
+    ``layout`` = (columns, rows) of tiles across 12°E; None or (2, 1) is the original two-tile world.
+    """
     _check_params(size_px, seed)
+    layout = DEFAULT_LAYOUT if layout is None else _checked_layout(layout)
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     parent = base / "demo"
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DemoWorldError(f"cannot create the demo cache {parent}: {exc.strerror}; set LANDCOVER_CACHE to a writable folder") from exc
-    key = world_key(size_px, seed)
+    key = world_key(size_px, seed, layout)
     root = parent / f"world-{key}"
-    if is_complete(root, size_px, seed):
-        return _describe(root, size_px, seed)
+    if is_complete(root, size_px, seed, layout):
+        return _describe(root, size_px, seed, layout)
     with _locked(parent / f"world-{key}.lock"):
-        if not is_complete(root, size_px, seed):  # another process may have finished meanwhile
-            _build(root, size_px, seed, progress)
-    return _describe(root, size_px, seed)
+        if not is_complete(root, size_px, seed, layout):  # another process may have finished meanwhile
+            _build(root, size_px, seed, progress, layout)
+    return _describe(root, size_px, seed, layout)
 
 
 @contextmanager
@@ -193,16 +238,23 @@ def _say(progress: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _build(root: Path, size_px: int, seed: int, progress: bool) -> None:
+def _build(root: Path, size_px: int, seed: int, progress: bool, layout: Layout = DEFAULT_LAYOUT) -> None:
     started = time.perf_counter()
     work = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    tiles = scenes.make_tiles(size_px)
-    all_scenes = scenes.make_scenes(tiles)
-    ground = landscape.Ground(seed=seed, south_m=scenes.ground_south_edge(tiles))
+    default = layout == DEFAULT_LAYOUT
+    tiles = scenes.layout_tiles(size_px, layout)
+    all_scenes = scenes.make_scenes(tiles, layout)
+    # The default world keeps its original coast line (from its first tile) so its bytes never change.
+    south = scenes.ground_south_edge(tiles) if default else scenes.layout_south_edge(tiles)
+    ground = landscape.Ground(seed=seed, south_m=south)
+    skies = scenes.plan_skies(all_scenes, seed)
     _say(progress, f"generating the demo world ({len(tiles)} tiles of {size_px} px, {len(all_scenes)} scenes) in {root}")
-    jobs = [(tile, tuple(s for s in all_scenes if s.tile == tile), ground, seed, work) for tile in tiles]
+    jobs = []
+    for tile in tiles:
+        tile_scenes = tuple(s for s in all_scenes if s.tile == tile)
+        jobs.append((tile, tile_scenes, ground, seed, work, {s.id: skies[s.id] for s in tile_scenes}))
     counts: dict[str, np.ndarray] = {}
     # One process per tile: each renders its ground once and every date over it.
     workers = min(len(jobs), os.cpu_count() or 1)
@@ -216,10 +268,13 @@ def _build(root: Path, size_px: int, seed: int, progress: bool) -> None:
             counts.update(_render_tile(*job))
     items = [stac.item(scene, counts[scene.id]) for scene in all_scenes]
     _write_text(work / "items.ndjson", "".join(json.dumps(i, separators=(",", ":")) + "\n" for i in items))
-    _write_text(work / "collection.json", json.dumps(stac.collection(items), indent=2))
-    _write_text(work / "aoi.geojson", json.dumps(demo_aoi(size_px), indent=2))
+    _write_text(work / "collection.json", json.dumps(stac.collection(items, None if default else layout), indent=2))
+    aoi = demo_aoi(size_px) if default else layout_aoi(tiles, layout)
+    _write_text(work / "aoi.geojson", json.dumps(aoi, indent=2))
     seconds = round(time.perf_counter() - started, 2)
-    meta = {"version": GENERATOR_VERSION, "key": world_key(size_px, seed), "size_px": size_px, "seed": seed, "seconds": seconds}
+    meta = {"version": GENERATOR_VERSION, "key": world_key(size_px, seed, layout), "size_px": size_px, "seed": seed, "seconds": seconds}
+    if not default:
+        meta["layout"] = list(layout)
     _write_text(work / MARKER, json.dumps(meta))
     shutil.rmtree(root, ignore_errors=True)  # a half-written world from an older run
     os.replace(work, root)
@@ -264,6 +319,58 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _aoi_collection(ring: list[list[float]], name: str, description: str) -> dict[str, Any]:
+    return {
+        "type": "FeatureCollection",
+        "features": [{
+            "type": "Feature",
+            "properties": {"name": name, "description": description},
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+        }],
+    }
+
+
+def _rectangle(u0: float, v0: float, u1: float, v1: float) -> list[list[float]]:
+    """A closed counter-clockwise lon/lat ring of a ground rectangle (the ground plane is linear in lon/lat)."""
+    lon, lat = scenes.ground_to_lonlat(np.array([u0, u1, u1, u0, u0]), np.array([v0, v0, v1, v1, v0]))
+    return [[round(float(a), 6), round(float(b), 6)] for a, b in zip(lon, lat, strict=True)]
+
+
+def layout_bounds(tiles: tuple[scenes.TileSpec, ...], layout: Layout) -> tuple[float, float, float, float]:
+    """Ground (u0, v0, u1, v1) of a rectangle every point of which some tile covers.
+
+    Each side is the innermost corner of the tiles along it (tiles are turned by the grid
+    convergence), less a 2% margin for the tiles' straight UTM edges being slightly curved here.
+    """
+    columns, rows = layout
+    corners = [scenes.tile_ground_corners(t) for t in tiles]  # (u, v) arrays: NW, NE, SE, SW
+    west = max(float(corners[r * columns][0][[0, 3]].max()) for r in range(rows))
+    east = min(float(corners[r * columns + columns - 1][0][[1, 2]].min()) for r in range(rows))
+    north = min(float(corners[c][1][[0, 1]].min()) for c in range(columns))
+    south = max(float(corners[(rows - 1) * columns + c][1][[2, 3]].max()) for c in range(columns))
+    margin = 0.02 * tiles[0].size_px * scenes.RESOLUTION_M
+    return west + margin, south + margin, east - margin, north - margin
+
+
+def layout_aoi(tiles: tuple[scenes.TileSpec, ...], layout: Layout) -> dict[str, Any]:
+    """The whole layout as an AOI: the largest margin-safe lon/lat rectangle inside its tiles."""
+    ring = _rectangle(*layout_bounds(tiles, layout))
+    columns, rows = layout
+    return _aoi_collection(ring, f"demo-{columns}x{rows}", f"Synthetic demo world AOI over {columns} x {rows} tiles across 12°E")
+
+
+def central_aoi(tiles: tuple[scenes.TileSpec, ...], layout: Layout, side_km: float) -> dict[str, Any]:
+    """A ``side_km`` square (on the ground plane) centred on the layout; refused when it does not fit."""
+    u0, v0, u1, v1 = layout_bounds(tiles, layout)
+    half = side_km * 500.0
+    if not side_km > 0 or 2 * half > min(u1 - u0, v1 - v0):
+        fits = min(u1 - u0, v1 - v0) / 1000.0
+        raise DemoWorldError(f"a {side_km} km square does not fit the {layout[0]}x{layout[1]} demo layout; give at most {fits:.1f} km")
+    cu, cv = (u0 + u1) / 2, (v0 + v1) / 2
+    ring = _rectangle(cu - half, cv - half, cu + half, cv + half)
+    return _aoi_collection(ring, f"demo-centre-{side_km:g}km", f"The central {side_km:g} km x {side_km:g} km of the demo layout")
+
+
 def demo_aoi(size_px: int) -> dict[str, Any]:
     """A polygon across 12°E inside both tiles; its centre lies in zone 32 (west of 12°E)."""
     extent = size_px * scenes.RESOLUTION_M
@@ -306,11 +413,11 @@ def _to_cog(temp: Path, final: Path, resampling: str) -> None:
 
 
 def _render_tile(
-    tile: scenes.TileSpec, tile_scenes: tuple[scenes.SceneSpec, ...], ground: landscape.Ground, seed: int, root: Path
+    tile: scenes.TileSpec, tile_scenes: tuple[scenes.SceneSpec, ...], ground: landscape.Ground, seed: int, root: Path,
+    skies: dict[str, scenes.Sky],
 ) -> dict[str, np.ndarray]:
     """Render the truth and every scene of one tile, block by block; return SCL histograms per scene."""
     n, half = tile.size_px, tile.size_px // 2
-    skies = {s.id: scenes.plan_sky(s, seed) for s in tile_scenes}
     counts = {s.id: np.zeros(12, dtype=np.int64) for s in tile_scenes}
     truth_final = root / "truth" / f"{tile.mgrs}_truth.tif"
     truth_temp = truth_final.with_name(truth_final.stem + ".part.tif")
