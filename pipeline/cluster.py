@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask
 import psutil
@@ -47,12 +48,23 @@ def local_worker_count(requested: int | None = None) -> int:
     return max(1, min(cores, by_memory))
 
 
+def gpu_count() -> int:
+    """NVIDIA GPUs of this machine, from the driver's /proc entries (no CUDA or torch import on
+    the client, which never runs a model)."""
+    root = Path("/proc/driver/nvidia/gpus")
+    return sum(1 for _ in root.iterdir()) if root.is_dir() else 0
+
+
 @contextlib.contextmanager
 def connect(
-    scheduler: str | None, workers: int | None = None, *, timeout: str = "20s"
+    scheduler: str | None, workers: int | None = None, *, gpus: int = 0, timeout: str = "20s"
 ) -> Iterator[tuple[Client, ClusterInfo]]:
     """Yield a client: to ``scheduler`` when given (the same graph, no code change), else to a
-    fresh LocalCluster of worker processes that is closed afterwards."""
+    fresh LocalCluster of worker processes that is closed afterwards.
+
+    With ``gpus``, the local cluster has, beside its CPU workers (which read and composite), one
+    worker per GPU that carries the GPU resource and sees only its own device
+    (``CUDA_VISIBLE_DEVICES``, as dask-cuda's workers do): only classification asks for it."""
     if scheduler:
         try:
             client = Client(scheduler, timeout=timeout)
@@ -85,7 +97,25 @@ def connect(
         silence_logs=logging.ERROR,
         env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
     ) as cluster, Client(cluster) as client:
+        if gpus:
+            add_gpu_workers(cluster, gpus)
+            client.wait_for_workers(n + gpus, timeout=120)
         yield client, describe(client, local=True)
+
+
+def add_gpu_workers(cluster: LocalCluster, gpus: int) -> None:
+    """One worker process per GPU, with the CPU workers' settings, the GPU resource and only its
+    own device visible."""
+    base = cluster.new_spec
+    for i in range(gpus):
+        options = dict(base["options"])
+        options.update(
+            name=f"gpu-{i}",
+            resources={GPU_RESOURCE: 1},
+            env={**options.get("env", {}), "CUDA_VISIBLE_DEVICES": str(i)},
+        )
+        cluster.worker_spec[f"gpu-{i}"] = {"cls": base["cls"], "options": options}
+    cluster.sync(cluster._correct_state)  # SpecCluster starts the workers its spec now names
 
 
 def describe(client: Client, *, local: bool) -> ClusterInfo:

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from models.classes import NUM_CLASSES
 from pipeline import __version__
 from pipeline.aoi import AOI, read_aoi
-from pipeline.cluster import connect
+from pipeline.cluster import connect, gpu_count
 from pipeline.config import MapConfig
 from pipeline.errors import LandcoverError
 from pipeline.export.staging import check_out_dir
@@ -278,7 +278,8 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
         count = count_grid(grid)
         lap("plan")
 
-        with connect(cfg.scheduler, cfg.workers) as (client, info), _progress(console) as progress:
+        gpus = 0 if cfg.scheduler or cfg.device == "cpu" else gpu_count()
+        with connect(cfg.scheduler, cfg.workers, gpus=gpus) as (client, info), _progress(console) as progress:
             where = "local cluster" if info.local else f"cluster {cfg.scheduler}"
             console.print(
                 f"{where}: {info.n_workers} workers ({info.gpu_workers} with GPU)"

@@ -27,3 +27,16 @@ def test_unreachable_scheduler_is_a_one_line_error():
     with pytest.raises(LandcoverError, match="cannot reach the dask scheduler at tcp://127.0.0.1:9"):
         with connect("tcp://127.0.0.1:9", timeout="2s"):
             pass
+
+
+def test_a_local_cluster_on_a_gpu_machine_adds_one_gpu_worker_per_gpu():
+    """CPU workers read; each GPU gets its own worker with the GPU resource and only its device
+    visible (run here without a GPU: the worker's model would run on the CPU)."""
+    import os
+
+    with connect(None, workers=1, gpus=1) as (client, info):
+        assert info.n_workers == 2 and info.gpu_workers == 1
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(v or "-" for v in seen.values()) == ["-", "0"]
+        on_gpu = client.submit(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"), resources={"GPU": 1}, pure=False)
+        assert on_gpu.result() == "0"
