@@ -1,6 +1,7 @@
 """Country-sized runs: planning time and client memory as the AOI grows (issue #11).
 
     python -m benchmarks --scale        (make bench BENCH_ARGS=--scale)
+    python -m benchmarks.scale [--planning-only | --pixels-only]
 
 1. Planning over a metadata-only synthetic catalogue (pipeline.demo.catalogue, 2 dates per MGRS
    tile) served by the same STAC API process as the demo world: AOIs of about 1, 10, 100 and
@@ -118,6 +119,13 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--plan-one"]:
         print(json.dumps(plan_one(argv[1], argv[2])))
         return
+    if "--pixels-only" not in argv:
+        report_planning()
+    if "--planning-only" not in argv:
+        report_pixels()
+
+
+def report_planning() -> None:
     print("\n== scale: planning over a synthetic catalogue (no pixel read) ==")
     rows = planning()
     print(f"{'tiles asked':>11} {'tiles':>6} {'scenes':>7} {'cells':>11} {'blocks':>8} {'search s':>9} {'plan s':>7} "
@@ -131,6 +139,9 @@ def main(argv: list[str]) -> None:
           f"for {big['tiles'] / small['tiles']:.1f}x the tiles (ratio {growth:.2f}; <= 1 is at most linear); "
           f"largest peak RSS {max(r['peak_rss_mib'] for r in rows):.0f} MiB (target < 1024)")
 
+
+
+def report_pixels() -> None:
     print("\n== scale: pixel runs over the 3 x 2 tile demo world (client RSS, not workers) ==")
     runs = pixel_runs()
     for r in runs:

@@ -89,8 +89,14 @@ def iter_blocks(grid: PatchGrid) -> Iterator[BlockSpec]:
     xs = t.c + t.a * np.minimum(np.arange(n_cols + 1) * step, nx)
     for bi in range(-(-ny // step)):
         y_top, y_bottom = t.f + t.e * bi * step, t.f + t.e * min((bi + 1) * step, ny)
-        squares = shapely.box(xs[:-1], min(y_top, y_bottom), xs[1:], max(y_top, y_bottom))
-        meets = shapely.intersects(grid.area, squares) & ~shapely.touches(grid.area, squares)
+        low, high = min(y_top, y_bottom), max(y_top, y_bottom)
+        squares = shapely.box(xs[:-1], low, xs[1:], high)
+        # The area's strip along this block row: small, so each row's test is cheap.
+        strip = shapely.clip_by_rect(grid.area, min(xs[0], xs[-1]), low, max(xs[0], xs[-1]), high)
+        if strip.is_empty:
+            continue
+        shapely.prepare(strip)
+        meets = shapely.intersects(strip, squares) & ~shapely.touches(strip, squares)
         for bj in np.flatnonzero(meets):
             block = _block(grid, bi, int(bj))
             if block.inside.any():

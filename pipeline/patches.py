@@ -69,15 +69,22 @@ class PatchGrid:
 
     def inside_cells(self, cells: tuple[slice, slice]) -> np.ndarray:
         """bool (cy, cx): which cells of ``cells`` meet the mapped area. A block wholly inside or
-        outside it is answered by one test of its square, so a country costs only its edges."""
-        sub = self.cell_geobox[cells]
-        shape = tuple(sub.shape)
-        square = shapely.box(*sub.boundingbox[:4])
-        if shapely.contains_properly(self.area, square):
+        outside it is answered by one test of its square, one on its edge against the area clipped
+        to the block, so a country costs only its edges and never its whole outline per block."""
+        rows, cols = cells
+        t = self.cell_geobox.affine  # north-up: x = c + a * col, y = f + e * row
+        xs = t.c + t.a * np.arange(cols.start, cols.stop + 1)
+        ys = t.f + t.e * np.arange(rows.start, rows.stop + 1)
+        left, right, bottom, top = xs.min(), xs.max(), ys.min(), ys.max()
+        shape = (rows.stop - rows.start, cols.stop - cols.start)
+        if shapely.contains_properly(self.area, shapely.box(left, bottom, right, top)):
             return np.ones(shape, dtype=bool)
-        if not shapely.intersects(self.area, square) or shapely.touches(self.area, square):
+        # A cell meets the area when their interiors meet, which only the area's part inside the
+        # block can decide; that part is small however large the country is.
+        local = shapely.clip_by_rect(self.area, left, bottom, right, top)
+        if local.is_empty or local.area == 0:
             return np.zeros(shape, dtype=bool)
-        return cells_intersecting(sub, self.area)
+        return _meeting(xs, ys, local)
 
     @property
     def crs(self):
@@ -200,8 +207,11 @@ def cells_intersecting(cell_geobox: GeoBox, geometry: shapely.Geometry) -> np.nd
     """bool (ny, nx): which cells of the grid intersect ``geometry`` (same CRS as the grid)."""
     ny, nx = cell_geobox.shape
     t = cell_geobox.affine  # north-up: x = c + a * col, y = f + e * row
-    x_edges = t.c + t.a * np.arange(nx + 1)
-    y_edges = t.f + t.e * np.arange(ny + 1)
+    return _meeting(t.c + t.a * np.arange(nx + 1), t.f + t.e * np.arange(ny + 1), geometry)
+
+
+def _meeting(x_edges: np.ndarray, y_edges: np.ndarray, geometry: shapely.Geometry) -> np.ndarray:
+    """bool (rows, cols) of the cells between the given edges whose interior meets ``geometry``."""
     xa, ya = np.meshgrid(x_edges[:-1], y_edges[:-1])
     xb, yb = np.meshgrid(x_edges[1:], y_edges[1:])
     boxes = shapely.box(np.minimum(xa, xb), np.minimum(ya, yb), np.maximum(xa, xb), np.maximum(ya, yb))

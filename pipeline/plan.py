@@ -126,6 +126,8 @@ def block_windows(block, grid: PatchGrid, detail: DetailSpec) -> int:
     from pipeline.detail import DetailPlan
 
     plan = DetailPlan(grid.window_px, detail.window_stride_px, detail.cell_px, weight=detail.weight)
+    if plan.one_window_per_cell:
+        return block.n_inside
     return len(window_origins(ys.stop - ys.start, plan, origin[0])) * len(window_origins(xs.stop - xs.start, plan, origin[1]))
 
 

@@ -113,6 +113,9 @@ class Region(BaseModel):
     cluster: str | None = Field(None, description="address of an existing dask scheduler")
     workers: int | None = Field(None, ge=1)
     cell_size: float = Field(100.0, gt=0, description="output cell size in metres (see `landcover map --cell-size`)")
+    stride: int | None = Field(None, gt=0, description="pixels between window origins; default: a third of the window")
+    dense: bool = True
+    blend: Literal["box", "hann", "gaussian"] = "gaussian"
     cells_per_chunk: int | None = Field(None, ge=1, le=4096, description="block side in cells; default: about 9.6 km")
     min_clear: float = Field(0.5, ge=0, le=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -163,6 +166,7 @@ class Region(BaseModel):
             start=start, end=end,
             max_cloud=self.max_cloud, max_items_per_tile=self.max_items_per_tile, model=self.model,
             scheduler=self.cluster, workers=self.workers, cells_per_chunk=self.cells_per_chunk, cell_size=self.cell_size,
+            stride=self.stride, dense=self.dense, blend=self.blend,
             min_clear=self.min_clear, device=self.device, overwrite=True,
         )
 

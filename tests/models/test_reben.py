@@ -219,7 +219,8 @@ def test_demo_map_with_a_fetched_model_maps_its_planted_class_everywhere(capsys,
 
     weights = fetch(capsys, PLANTED)
     out_dir = tmp_path / "map"
-    code, _, err = run_cli(capsys, "map", "--demo", "--model", PLANTED, "--out", str(out_dir), "--workers", "2")
+    code, _, err = run_cli(capsys, "map", "--demo", "--model", PLANTED, "--out", str(out_dir), "--workers", "2",
+                           "--cell-size", "1200", "--stride", "120", "--no-dense")
     assert code == 0, err
     assert PLANTED in err
 

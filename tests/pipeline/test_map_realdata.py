@@ -91,7 +91,7 @@ def run(realdata: Path, tmp_path_factory) -> Iterator[MapRun]:
         proc = subprocess.run(
             [Path(sys.executable).parent / "landcover", "map", tmp / "aoi.geojson", "--source", "earth-search",
              "--stac-url", stac_url, "--start", "2020-02-01", "--end", "2020-02-28", "--out", out,
-             "--model", MODEL, "--workers", "1", "--save-composite"],
+             "--model", MODEL, "--workers", "1", "--save-composite", "--cell-size", "1200", "--stride", "120", "--no-dense"],
             capture_output=True, text=True, timeout=300, cwd=tmp,
         )
         yield MapRun(out, item, pixels, proc.returncode, proc.stderr)

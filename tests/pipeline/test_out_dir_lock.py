@@ -170,7 +170,8 @@ def _wait_for_lock_naming(proc: subprocess.Popen, lock: Path, timeout: float = 3
 def test_a_second_map_into_the_same_out_is_refused_while_the_first_runs(tmp_path, demo_world):
     out = tmp_path / "out"
     lock = out / OUT_DIR_LOCK
-    first = subprocess.Popen([LANDCOVER, "map", "--demo", "--out", str(out)],
+    # One window per 1.2 km cell: the lock is the point, not the map's detail.
+    first = subprocess.Popen([LANDCOVER, "map", "--demo", "--out", str(out), "--cell-size", "1200", "--stride", "120", "--no-dense"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_lock_naming(first, lock)

@@ -49,6 +49,10 @@ def region_dict(root: Path, **overrides: Any) -> dict[str, Any]:
         "schedule": "0 4 * * *",
         "workers": 2,
         "cells_per_chunk": 2,
+        # One window per 1.2 km cell: these tests are about runs, not detail, and stay fast.
+        "cell_size": 1200,
+        "stride": 120,
+        "dense": False,
     }
     region.update(overrides)
     return {k: v for k, v in region.items() if v is not None}
