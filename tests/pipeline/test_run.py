@@ -27,8 +27,13 @@ EXPECTED_FILES = {
 }
 
 
+# One window per 1.2 km cell: these tests are about the run's machinery (tests/pipeline/
+# test_map_detail.py maps with the default, detailed settings).
+COARSE = {"cell_size": 1200, "stride": 120, "dense": False}
+
+
 def _cfg(world, model, out, **kw) -> MapConfig:
-    return MapConfig(aoi=world.aoi_path, out=out, source="local", model=model, workers=2, **kw)
+    return MapConfig(aoi=world.aoi_path, out=out, source="local", model=model, workers=2, **{**COARSE, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +118,7 @@ def test_an_existing_scheduler_runs_the_same_job_and_gpu_workers_only_classify(d
             watcher.get_task_stream()  # installs the scheduler's task-stream plugin before the run
             result = run_map(
                 MapConfig(aoi=demo_world.aoi_path, out=tmp_path / "remote", source="local", model=tiny_model,
-                          scheduler=address, device="cpu"),
+                          scheduler=address, device="cpu", **COARSE),
                 Console(quiet=True),
             )
             stream = watcher.get_task_stream()
