@@ -60,7 +60,8 @@ def dissolved_classes(
             on_seam = (x0 == w_left > left) or (x1 == w_right < right) or (y0 == w_bottom > bottom) or (y1 == w_top < top)
             (seams if on_seam else parts)[int(value)].append(polygon)
     for code, polygons in seams.items():
-        parts[code].extend(shapely.get_parts(shapely.coverage_union_all(polygons)))
+        # Not coverage_union: two windows trace a shared edge with different vertices.
+        parts[code].extend(shapely.get_parts(shapely.union_all(polygons)))
     by_code = {s.code: s for s in stats}
     rows = [
         {
