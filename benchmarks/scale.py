@@ -129,10 +129,11 @@ def report_planning() -> None:
     print("\n== scale: planning over a synthetic catalogue (no pixel read) ==")
     rows = planning()
     print(f"{'tiles asked':>11} {'tiles':>6} {'scenes':>7} {'cells':>11} {'blocks':>8} {'search s':>9} {'plan s':>7} "
-          f"{'total s':>8} {'s/tile':>7} {'peak RSS MiB':>13}")
+          f"{'total s':>8} {'s/tile':>7} {'us/cell':>8} {'peak RSS MiB':>13}")
     for r in rows:
         print(f"{r['asked']:>11} {r['tiles']:>6} {r['scenes']:>7} {r['cells']:>11,} {r['blocks']:>8,} {r['search_s']:>9.2f} "
-              f"{r['plan_s']:>7.2f} {r['total_s']:>8.2f} {r['total_s'] / r['tiles']:>7.3f} {r['peak_rss_mib']:>13.0f}")
+              f"{r['plan_s']:>7.2f} {r['total_s']:>8.2f} {r['total_s'] / r['tiles']:>7.3f} "
+              f"{1e6 * r['total_s'] / max(1, r['cells']):>8.2f} {r['peak_rss_mib']:>13.0f}")
     small, big = rows[-2], rows[-1]
     growth = (big["total_s"] / small["total_s"]) / (big["tiles"] / small["tiles"])
     print(f"planning time {big['tiles']} vs {small['tiles']} tiles: {big['total_s'] / small['total_s']:.1f}x the time "
