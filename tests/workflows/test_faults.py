@@ -78,8 +78,7 @@ def test_a_run_killed_at_any_point_resumes_to_the_same_class_raster(tmp_path, un
     kill_points = {
         "before inference (scenes searched, no chunk yet)": lambda: _inputs_recorded(paths.root / "ledger.sqlite"),
         "mid-inference (first chunk persisted)": lambda: paths.chunks.is_dir() and any(paths.chunks.glob("*.npy")),
-        # A streamed run writes each block into scratch rasters as it lands, then the products.
-        "mid-stream (blocks landing in the scratch rasters)": lambda: work.is_dir() and any(work.glob("*-scratch.*.partial.tif")),
+        # A streamed run writes each block into scratch rasters as it lands (mid-inference), then the products.
         "mid-export (staged products)": lambda: work.is_dir() and any(work.glob("landcover.*.partial.*")),
     }
     chunks_before_kill = []
