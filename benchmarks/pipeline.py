@@ -3,6 +3,7 @@
     python -m benchmarks.pipeline                 # the demo AOI (both UTM zones)
     python -m benchmarks.pipeline --full-tile     # also one full 10,980 px tile (generates a
                                                   # full-size demo world first: ~15 min, cached)
+    python -m benchmarks.pipeline --full-tile --only-reads   # just the full-tile read study below
 
 Each map runs with the given weights (default: the demo weights) and, on the demo AOI and (with
 --full-tile) a 24 km square of the tile, also with the seed architecture (RFB-ESRGAN x8 +
@@ -18,19 +19,39 @@ Each map runs in a fresh child process, as `landcover map` would; peak RSS is th
 process and its children (dask workers, demo servers), sampled every 0.2 s, so the torch this
 benchmark loads for its model-only figures is not counted. Goals (DESIGN/issue 4): pipeline overhead <= 10 % of model-only time on CPU, and < 3 GiB
 for a full tile. Figures are ratios measured in one run, so they travel between machines.
+
+The full tile is mapped one window per 1.2 km cell (``--cell-size 1200 --stride 120 --no-dense``),
+so its cells are the model's patches and patches/s compare with the model-only rate. It is
+mapped twice (issue #12 item 4, "reads at the speed of the disk"): reading the COGs at full
+resolution (``full_tile``) and at the overview level the card's input pixel allows
+(``full_tile_ovr<m>``, :func:`pipeline.load.read_resolution_for`: 20 m for 120 px -> 32 px).
+Beside each map, in the same run and on a LocalCluster of the same workers: the composite stage
+alone (``pipeline.load.load_block`` of every block, no model) and a plain rasterio windowed read
+of the same COGs at the same resolution (every band the card needs + SCL of every scene a block
+touches, no reprojection, no compositing), the decoder's limit on this machine.
+``composite_vs_read_limit`` = read-limit time / composite time (1.0: compositing costs nothing
+beyond decoding); ``*_cpu`` figures are the same in CPU seconds of the workers (``cpu_s`` of a map:
+its processes'), which a shared, busy machine disturbs far less than wall time. ``cells_changed`` counts full-tile cells whose class differs between the two
+maps; ``demo_ovr<m>/...`` does the same on the demo AOI from composites computed here (argmax of
+the compact model on 1.2 km windows, and the largest reflectance difference).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import multiprocessing
 import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import psutil
 from rich.console import Console
 
@@ -39,11 +60,18 @@ from pipeline.run import DEMO_WEIGHTS, run_map
 
 
 class PeakRSS:
-    """Largest resident memory of this process's children (and, if asked, itself) while the block runs."""
+    """Largest resident memory of this process's children (and, if asked, itself) while the block
+    runs, and their CPU seconds as last sampled (``cpu_s``: on a shared machine, what the work cost
+    whatever else ran beside it)."""
 
     def __init__(self, interval: float = 0.2, *, include_self: bool = True) -> None:
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
         self.include_self = include_self
+        self._cpu: dict[int, float] = {}
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._cpu.values())
 
     def _sample(self) -> None:
         me = psutil.Process()
@@ -52,6 +80,8 @@ class PeakRSS:
             for proc in [me] * self.include_self + me.children(recursive=True):
                 try:
                     total += proc.memory_info().rss
+                    if proc is not me:
+                        self._cpu[proc.pid] = sum(proc.cpu_times()[:2])
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
@@ -83,23 +113,63 @@ def full_tile_aoi(world, out: Path, side_m: float | None = None) -> Path:
     return out
 
 
-def _map_in_child(cfg: MapConfig) -> tuple[dict[str, float], int]:
+# One window per 1.2 km cell: cells are the model's patches (see the module docstring).
+WINDOW_MAP = {"cell_size": 1200.0, "stride": 120, "dense": False}
+# bench_map's read_resolution when the run should read as it does by itself.
+AS_THE_RUN_READS = "as-run"
+
+
+def _force_read_resolution(read_resolution: float | None) -> None:
+    """Make this process's run_map read every block at ``read_resolution`` (None: full resolution).
+
+    run_map has no such option; its block reader is looked up in pipeline.run at call time, so a
+    benchmark child can swap in one that overrides the keyword, whatever run_map passes."""
+    import pipeline.load
+    import pipeline.run
+
+    def load_block(*args: Any, **kwargs: Any):
+        kwargs["read_resolution"] = read_resolution
+        return pipeline.load.load_block(*args, **kwargs)
+
+    pipeline.run.load_block = load_block
+
+
+def _map_in_child(cfg: MapConfig, read_resolution: float | None | str = AS_THE_RUN_READS,
+                  keep_classes: bool = False) -> tuple[dict[str, float], int, np.ndarray | None]:
+    if read_resolution != AS_THE_RUN_READS:
+        _force_read_resolution(read_resolution)  # type: ignore[arg-type]
     result = run_map(cfg, Console(quiet=True))
-    return result.timings, result.n_cells
+    classes = None
+    if keep_classes:
+        import rasterio
+
+        from pipeline.export import LANDCOVER_TIF
+
+        with rasterio.open(cfg.out / LANDCOVER_TIF) as src:
+            classes = src.read(1)
+    return result.timings, result.n_cells, classes
 
 
-def bench_map(aoi: Path, model: Path, label: str, workers: int, stac_url: str | None = None) -> dict[str, float]:
+def bench_map(aoi: Path, model: Path, label: str, workers: int, stac_url: str | None = None, *,
+              read_resolution: float | None | str = AS_THE_RUN_READS, classes_out: list | None = None,
+              **config: Any) -> dict[str, float]:
+    """Figures of one map in a fresh child process; ``config`` overrides MapConfig fields, and
+    ``classes_out``, given, receives the map's class raster."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = MapConfig(aoi=aoi, out=Path(tmp) / "map", source="local", stac_url=stac_url, model=model, workers=workers)
+        cfg = MapConfig(aoi=aoi, out=Path(tmp) / "map", source="local", stac_url=stac_url, model=model, workers=workers,
+                        **config)
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool, PeakRSS(include_self=False) as rss:
-            timings, patches = pool.submit(_map_in_child, cfg).result()
+            timings, patches, classes = pool.submit(_map_in_child, cfg, read_resolution, classes_out is not None).result()
+    if classes_out is not None:
+        classes_out.append(classes)
     compute = timings["load+infer"]
     figures = {f"{label}/{k}_s": round(v, 2) for k, v in timings.items()}
     figures[f"{label}/cells"] = patches
     figures[f"{label}/patches_per_s_load+infer"] = round(patches / compute, 2)
     figures[f"{label}/patches_per_s_end_to_end"] = round(patches / sum(timings.values()), 2)
     figures[f"{label}/peak_rss_gib"] = round(rss.peak / 2**30, 2)
+    figures[f"{label}/cpu_s"] = round(rss.cpu_s, 1)
     return figures
 
 
@@ -136,6 +206,203 @@ def random_reben_model(folder: Path) -> Path:
     return install_checkpoint(download, repo_id=REBEN_REPO, cache=folder / "cache")
 
 
+# ---------------------------------------------------------------------------- reads vs the disk
+
+
+def _overview_index(overviews: Sequence[int], factor: float) -> int | None:
+    """The overview level a read shrunk by ``factor`` decodes (the largest not coarser), as odc-loader picks it."""
+    fits = [i for i, level in enumerate(overviews) if level <= factor + 1e-9]
+    return fits[-1] if fits else None
+
+
+def read_block_plainly(hrefs: Sequence[str], bounds: tuple[float, float, float, float], crs: str,
+                       read_resolution: float) -> int:
+    """Decode what the pipeline decodes for one block, with plain rasterio: each asset's window over
+    ``bounds`` (in ``crs``) at the overview level for ``read_resolution``; no reprojection, no
+    compositing. Returns the pixels decoded."""
+    import rasterio
+    import rasterio.warp
+    from rasterio.windows import Window
+
+    from pipeline.load import GDAL_OPTIONS
+
+    pixels = 0
+    with rasterio.Env(**GDAL_OPTIONS):
+        for href in hrefs:
+            with rasterio.open(href) as src:
+                level = _overview_index(src.overviews(1), read_resolution / src.res[0])
+                left, bottom, right, top = rasterio.warp.transform_bounds(crs, src.crs, *bounds)
+            with rasterio.open(href, **({} if level is None else {"overview_level": level})) as src:
+                inv = ~src.transform
+                (c0, r0), (c1, r1) = inv * (left, top), inv * (right, bottom)
+                col0, row0 = max(0, math.floor(c0)), max(0, math.floor(r0))
+                col1, row1 = min(src.width, math.ceil(c1)), min(src.height, math.ceil(r1))
+                if col1 > col0 and row1 > row0:
+                    pixels += src.read(1, window=Window(col0, row0, col1 - col0, row1 - row0)).size
+    return pixels
+
+
+def _run_bounded(client, submissions, in_flight: int) -> list:
+    """Results of lazily made futures, at most ``in_flight`` at a time (as run_map streams blocks)."""
+    from distributed import as_completed
+
+    pending = iter(submissions)
+    running = as_completed(list(itertools.islice(pending, in_flight)))
+    results = []
+    for future in running:
+        results.append(future.result())
+        nxt = next(pending, None)
+        if nxt is not None:
+            running.add(nxt)
+    return results
+
+
+def _cpu_seconds() -> float:
+    return sum(psutil.Process().cpu_times()[:2])
+
+
+def _workers_cpu(client) -> float:
+    return sum(client.run(_cpu_seconds).values())
+
+
+def read_study(cfg: MapConfig, read_resolution: float | None) -> dict[str, float]:
+    """Seconds of the plain read and of the composite stage of every block of ``cfg``'s map at
+    ``read_resolution``, on a LocalCluster like run_map's (run it in a child process)."""
+    from pipeline.aoi import read_aoi
+    from pipeline.cluster import connect
+    from pipeline.infer import ItemIndex, block_footprint, iter_blocks
+    from pipeline.load import configure_gdal, item_offsets, load_block
+    from pipeline.run import load_card, plan_map_grid, search_params
+    from pipeline.search import search_items
+
+    aoi = read_aoi(cfg.aoi)
+    _, card = load_card(cfg)
+    items = search_items(search_params(cfg, cfg.stac_url), aoi)
+    grid, _ = plan_map_grid(cfg, aoi, items, card.window_px, Console(quiet=True))
+    with connect(None, cfg.workers) as (client, info):
+        configure_gdal(client)
+        offsets = item_offsets(items, bands=card.bands)
+        index = ItemIndex([it for it in items if it.id in offsets])
+        blocks = [(b, index.touching(block_footprint(b, grid))) for b in iter_blocks(grid)]
+        in_flight = max(2, 2 * info.n_workers)
+        started, cpu = time.perf_counter(), _workers_cpu(client)
+        pixels = _run_bounded(client, (
+            client.submit(read_block_plainly, [it.assets[k].get_absolute_href() for it in its for k in (*card.bands, "scl")],
+                          tuple(grid.pixel_geobox[b.pixels].boundingbox), str(grid.pixel_geobox.crs),
+                          read_resolution or cfg.resolution, pure=False)
+            for b, its in blocks
+        ), in_flight)
+        read_s, read_cpu = time.perf_counter() - started, _workers_cpu(client) - cpu
+        started, cpu = time.perf_counter(), _workers_cpu(client)
+        _run_bounded(client, (
+            client.compute(load_block(its, grid.pixel_geobox[b.pixels], offsets=offsets, bands=tuple(card.bands),
+                                      resampling=card.resampling, read_resolution=read_resolution).sum(axis=(1, 2)))
+            for b, its in blocks
+        ), in_flight)
+        composite_s, composite_cpu = time.perf_counter() - started, _workers_cpu(client) - cpu
+    return {"read_limit_s": read_s, "pixels_decoded": float(sum(pixels)), "composite_s": composite_s,
+            "read_limit_cpu_s": read_cpu, "composite_cpu_s": composite_cpu,
+            "cells": float(sum(int(b.inside.sum()) for b, _ in blocks)), "blocks": float(len(blocks))}
+
+
+def full_tile_reads(aoi: Path, model: Path, workers: int, stac_url: str, model_only: float,
+                    read_resolution: float) -> dict[str, float]:
+    """Full-resolution vs overview reads of the full tile: the map, the composite stage alone and
+    the plain-read limit for each (see the module docstring). The overview read is also run with
+    blocks of twice the side: a 9.6 km block at 20 m is 480 px, less than one 512 px COG tile, so
+    most blocks decode 2 x 2 overview tiles for one tile's worth of pixels."""
+    variants: list[tuple[str, float | None, dict[str, Any]]] = [
+        ("full_tile", None, {}),
+        (f"full_tile_ovr{read_resolution:g}", read_resolution, {}),
+        (f"full_tile_ovr{read_resolution:g}_blocks16", read_resolution, {"cells_per_chunk": 16}),
+    ]
+    figures: dict[str, float] = {}
+    classes: list = []
+    spawn = multiprocessing.get_context("spawn")
+    for label, res, extra in variants:
+        figures |= bench_map(aoi, model, label, workers, stac_url=stac_url, read_resolution=res, classes_out=classes,
+                             **WINDOW_MAP, **extra)
+        with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            cfg = MapConfig(aoi=aoi, out=Path(tmp) / "map", source="local", stac_url=stac_url, model=model,
+                            workers=workers, **WINDOW_MAP, **extra)
+            stages = pool.submit(read_study, cfg, res).result()
+        read_s, composite_s = stages["read_limit_s"], stages["composite_s"]
+        figures |= {
+            f"{label}/read_resolution_m": res or 10.0,
+            f"{label}/blocks": int(stages["blocks"]),
+            f"{label}/overhead_vs_model_only": round(1 - figures[f"{label}/patches_per_s_load+infer"] / model_only, 3),
+            f"{label}/read_limit_s": round(read_s, 2),
+            f"{label}/read_limit_patches_per_s": round(stages["cells"] / read_s, 1),
+            f"{label}/read_limit_mpx_read": round(stages["pixels_decoded"] / 1e6, 1),
+            f"{label}/composite_s": round(composite_s, 2),
+            f"{label}/composite_patches_per_s": round(stages["cells"] / composite_s, 1),
+            f"{label}/composite_vs_read_limit": round(read_s / composite_s, 3),
+            f"{label}/read_limit_worker_cpu_s": round(stages["read_limit_cpu_s"], 1),
+            f"{label}/composite_worker_cpu_s": round(stages["composite_cpu_s"], 1),
+            f"{label}/composite_vs_read_limit_cpu": round(stages["read_limit_cpu_s"] / stages["composite_cpu_s"], 3),
+        }
+    full = classes[0]
+    for (label, _, _), other in zip(variants[1:], classes[1:], strict=True):
+        mapped = (full != 0) & (other != 0)
+        figures[f"{label}/cells_changed"] = int(np.count_nonzero(mapped & (full != other)))
+        figures[f"{label}/cells_compared"] = int(np.count_nonzero(mapped))
+    return figures
+
+
+def demo_cell_changes(world, model: Path, read_resolution: float, min_clear: float = 0.5) -> dict[str, float]:
+    """Classes of the demo AOI's 1.2 km windows from a full-resolution composite vs one read at
+    ``read_resolution``: how many windows change class, and how far reflectance moves."""
+    import dask
+
+    from models.card import ModelCard, card_path
+    from models.predictor import Predictor
+    from pipeline.aoi import read_aoi
+    from pipeline.demo import serve_world
+    from pipeline.load import configure_gdal, item_offsets, load_composite
+    from pipeline.patches import plan_grid
+    from pipeline.run import footprint_union, search_params
+    from pipeline.search import search_items
+
+    card = ModelCard.read(card_path(model))
+    aoi = read_aoi(world.aoi_path)
+    with serve_world(world) as served:
+        cfg = MapConfig(aoi=world.aoi_path, out=Path("unused"), source="local", stac_url=served.stac_url, model=model)
+        items = search_items(search_params(cfg, served.stac_url), aoi)
+        grid = plan_grid(aoi, window_px=card.window_px, coverage=footprint_union(items))
+        configure_gdal()
+        offsets = item_offsets(items, bands=card.bands)
+        planes = {}
+        with dask.config.set(scheduler="threads"):
+            for res in (None, read_resolution):
+                ds = load_composite(items, grid, offsets=offsets, bands=tuple(card.bands), resampling=card.resampling,
+                                    read_resolution=res).compute()
+                planes[res] = np.stack([ds[b].values for b in card.bands] + [ds["clear_count"].values.astype(np.float32)])
+    ny, nx = grid.cell_geobox.shape
+    w = card.window_px
+    inside = grid.inside_cells((slice(0, ny), slice(0, nx)))
+
+    def windows(a: np.ndarray) -> np.ndarray:  # (C, ny*w, nx*w) -> (ny*nx, C, w, w), row by row
+        return a[:, :ny * w, :nx * w].reshape(a.shape[0], ny, w, nx, w).transpose(1, 3, 0, 2, 4).reshape(ny * nx, a.shape[0], w, w)
+
+    full, coarse = windows(planes[None]), windows(planes[read_resolution])
+    clear = (full[:, -1] > 0).mean(axis=(1, 2)) >= min_clear
+    keep = inside.reshape(-1) & clear
+    predictor = Predictor.from_path(model)
+    a = predictor.predict_reflectance(full[keep, :-1]).probs.argmax(axis=1)
+    b = predictor.predict_reflectance(coarse[keep, :-1]).probs.argmax(axis=1)
+    both = np.isfinite(planes[None][:-1]) & np.isfinite(planes[read_resolution][:-1])
+    diff = np.abs(planes[None][:-1] - planes[read_resolution][:-1])[both]
+    tag = f"demo_ovr{read_resolution:g}"
+    return {
+        f"{tag}/cells_compared": int(keep.sum()),
+        f"{tag}/cells_changed": int(np.count_nonzero(a != b)),
+        f"{tag}/max_reflectance_diff": round(float(diff.max()), 4),
+        f"{tag}/mean_reflectance_diff": round(float(diff.mean()), 5),
+        f"{tag}/p99_reflectance_diff": round(float(np.quantile(diff, 0.99)), 4),
+        f"{tag}/pixels_clear_status_changed": int(np.count_nonzero((planes[None][-1] > 0) != (planes[read_resolution][-1] > 0))),
+    }
+
+
 # Random-weight architectures mapped on the demo AOI besides the given weights: name -> (how to
 # write the checkpoint, model-only batch size and timed batches on CPU). Rows "<name>_demo_aoi".
 RANDOM_MODELS: dict[str, tuple[Callable[[Path], Path], int, int]] = {
@@ -151,6 +418,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--model", type=Path, default=DEMO_WEIGHTS)
     parser.add_argument("--no-seed", action="store_true", help="skip the seed-architecture runs")
     parser.add_argument("--no-reben", action="store_true", help="skip the reBEN resnet50 run on the demo AOI")
+    parser.add_argument("--only-reads", action="store_true",
+                        help="only the full-resolution vs overview read study (with --full-tile: on the full tile too)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: each map runs in a spawned child that re-imports this
     # module, and torch there would add ~0.5 GiB to the peak RSS a real `landcover map` never has.
@@ -158,14 +427,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from pipeline.cluster import local_worker_count
     from pipeline.demo import generate_world, serve_world
 
+    from models.card import ModelCard, card_path
+    from pipeline.load import read_resolution_for
+
     console = Console()
     workers = local_worker_count(args.workers)
+    card = ModelCard.read(card_path(args.model))
+    read_resolution = read_resolution_for(card.window_px, card.patch_size)
     model_only = model_only_patches_per_second(args.model, 32, batches=6)
-    figures = {"model_only/patches_per_s": round(model_only, 2), "workers": workers}
+    figures = {"model_only/patches_per_s": round(model_only, 2), "workers": workers,
+               "load_average_1min_at_start": round(psutil.getloadavg()[0], 2)}
     world = generate_world()
-    figures |= bench_map(world.aoi_path, args.model, "demo_aoi", workers)
+    if read_resolution > 10.0:
+        figures |= demo_cell_changes(world, args.model, read_resolution)
+    if not args.only_reads:
+        figures |= bench_map(world.aoi_path, args.model, "demo_aoi", workers)
     for name, (write_model, batch, batches) in RANDOM_MODELS.items():
-        if getattr(args, f"no_{name}"):
+        if getattr(args, f"no_{name}") or args.only_reads:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             path = write_model(Path(tmp))
@@ -176,10 +454,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         big = generate_world(size_px=10980, progress=True)
         with tempfile.TemporaryDirectory() as tmp, serve_world(big) as served:
             aoi = full_tile_aoi(big, Path(tmp) / "tile.geojson")
-            figures |= bench_map(aoi, args.model, "full_tile", workers, stac_url=served.stac_url)
-            if not args.no_seed:  # 20 x 20 cells: enough blocks that start-up and the last block do not dominate
+            if read_resolution > 10.0:
+                figures |= full_tile_reads(aoi, args.model, workers, served.stac_url, model_only, read_resolution)
+            else:
+                figures |= bench_map(aoi, args.model, "full_tile", workers, stac_url=served.stac_url, **WINDOW_MAP)
+            if not args.no_seed and not args.only_reads:  # 20 x 20 cells: enough blocks that start-up and the last block do not dominate
                 square = full_tile_aoi(big, Path(tmp) / "square.geojson", side_m=24_000)
                 figures |= bench_map(square, random_seed_model(Path(tmp)), "seed_24km", workers, stac_url=served.stac_url)
+    figures["load_average_1min_at_end"] = round(psutil.getloadavg()[0], 2)
     for label, reference in (
         ("demo_aoi", "model_only"), ("full_tile", "model_only"),
         ("seed_demo_aoi", "seed_model_only"), ("seed_24km", "seed_model_only"),

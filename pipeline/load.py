@@ -26,6 +26,7 @@ import numpy as np
 import odc.stac
 import pystac
 import rasterio
+import rasterio.crs
 import rasterio.warp
 import rasterio.windows
 import xarray as xr
@@ -109,7 +110,8 @@ def pin_warp_scale() -> None:
     third of the pixels, enough to flip cells). odc-geo's own reproject pins that ratio to 1
     (XSCALE/YSCALE) when the resolution does not change, but odc-loader's reads call
     ``rasterio.warp.reproject`` without it; this wraps that function so they do too. Idempotent;
-    a resolution change keeps GDAL's own choice.
+    a resolution change keeps GDAL's own choice. A "reprojection" onto the source's own pixel grid
+    (an overview read, see :func:`_paste_aligned`) is a plain windowed read instead.
     """
     if getattr(rasterio.warp.reproject, "_landcover_pinned", False):
         return
@@ -117,6 +119,8 @@ def pin_warp_scale() -> None:
 
     @functools.wraps(original)
     def reproject(source, destination=None, *args, **kwargs):
+        if not args and _paste_aligned(source, destination, kwargs):
+            return destination, kwargs["dst_transform"]
         if "XSCALE" not in kwargs and "YSCALE" not in kwargs and _same_resolution(source, kwargs):
             kwargs.update(XSCALE=1, YSCALE=1)
         return original(source, destination, *args, **kwargs)
@@ -132,6 +136,49 @@ def _same_resolution(source: Any, kwargs: Mapping[str, Any]) -> bool:
         return False
     src = src_ds.transform
     return all(abs(abs(a) - abs(b)) <= 1e-6 * abs(b) for a, b in ((dst.a, src.a), (dst.e, src.e)))
+
+
+# At a whole-pixel shift these kernels return the source pixel itself (cubic_spline smooths: not it).
+_INTERPOLATING = frozenset({Resampling.nearest, Resampling.bilinear, Resampling.cubic, Resampling.lanczos,
+                            Resampling.average, Resampling.mode})
+
+
+def _paste_aligned(source: Any, destination: Any, kwargs: Mapping[str, Any]) -> bool:
+    """Fill ``destination`` by a windowed read of ``source`` (a rasterio Band) when the two are one
+    pixel grid up to a whole-pixel shift, and say whether it did.
+
+    odc-loader reads an overview level through the warper even when that level's grid is the
+    requested one (it measures the shift on the full-resolution grid), and GDAL's bilinear warp
+    costs several times the windowed read of the same pixels. At a whole-pixel shift the copy is
+    the warp's result; anything else (another CRS or resolution, a fraction of a pixel, nodata
+    that changes value) is left to the warper.
+    """
+    src_ds, bidx = getattr(source, "ds", None), getattr(source, "bidx", None)
+    dst_t, dst_crs = kwargs.get("dst_transform"), kwargs.get("dst_crs")
+    src_nodata, dst_nodata = kwargs.get("src_nodata"), kwargs.get("dst_nodata")
+    if (src_ds is None or not isinstance(bidx, int) or dst_t is None or dst_crs is None
+            or not isinstance(destination, np.ndarray) or destination.ndim != 2
+            or src_nodata is None or dst_nodata is None or src_nodata != dst_nodata
+            or Resampling(kwargs.get("resampling", Resampling.nearest)) not in _INTERPOLATING):
+        return False
+    src_t = src_ds.transform
+    if src_t.b or src_t.d or dst_t.b or dst_t.d or not (
+            math.isclose(src_t.a, dst_t.a, rel_tol=1e-9) and math.isclose(src_t.e, dst_t.e, rel_tol=1e-9)):
+        return False
+    col, row = (dst_t.c - src_t.c) / src_t.a, (dst_t.f - src_t.f) / src_t.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return False
+    if src_ds.crs != rasterio.crs.CRS.from_user_input(dst_crs):
+        return False
+    col, row = round(col), round(row)
+    h, w = destination.shape
+    r0, r1 = max(row, 0), min(row + h, src_ds.height)
+    c0, c1 = max(col, 0), min(col + w, src_ds.width)
+    destination[...] = dst_nodata
+    if r1 > r0 and c1 > c0:
+        window = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
+        destination[r0 - row:r1 - row, c0 - col:c1 - col] = src_ds.read(bidx, window=window)
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,7 +399,11 @@ def _composite(
     factor = _read_factor(geobox, read_resolution)
     if factor > 1:
         coarse, offset = coarse_geobox(geobox, factor)
-        coarse_chunks = {dim: -(-size // factor) for dim, size in chunks.items()}
+        # A geobox read in one chunk (a block) stays one chunk, halo included: a sliver chunk of
+        # halo would cost a read of every band of every date.
+        whole = dict(zip(("y", "x"), geobox.shape, strict=True))
+        coarse_whole = dict(zip(("y", "x"), coarse.shape, strict=True))
+        coarse_chunks = {dim: coarse_whole[dim] if size >= whole[dim] else -(-size // factor) for dim, size in chunks.items()}
         raw, planes = _composite(usable, coarse, coarse_chunks, offsets=offsets, bands=bands, mask_scl=mask_scl,
                                  resampling=resampling)
         return raw, _upsampled(planes, factor, offset, geobox.shape, resampling)
@@ -474,48 +525,65 @@ def upsample_planes(
     as in a full-resolution composite.
     """
     _, h, w = coarse.shape
-    ny, nx = shape if shape is not None else (h * factor - offset[0], w * factor - offset[1])
-    rows = np.arange(offset[0], offset[0] + ny)
-    cols = np.arange(offset[1], offset[1] + nx)
-    count = coarse[-1][(rows // factor)[:, None], (cols // factor)[None, :]]
+    (r0, c0) = offset
+    ny, nx = shape if shape is not None else (h * factor - r0, w * factor - c0)
+    crop = (slice(None), slice(r0, r0 + ny), slice(c0, c0 + nx))
     if resampling == "nearest":
-        reflectance = coarse[:-1][:, (rows // factor)[:, None], (cols // factor)[None, :]]
+        out = _repeat(coarse, factor)[crop]
     elif resampling == "bilinear":
-        reflectance = _bilinear(coarse[:-1], _linear_taps(rows, factor, h), _linear_taps(cols, factor, w))
+        out = np.empty((coarse.shape[0], ny, nx), dtype=np.float32)
+        out[:-1] = _bilinear(coarse[:-1], factor)[crop]
+        out[-1] = _repeat(coarse[-1:], factor)[crop][0]
     else:
         raise LoadError(f"overview reads upsample by 'nearest' or 'bilinear', not {resampling!r}")
-    out = np.empty((coarse.shape[0], ny, nx), dtype=np.float32)
-    out[:-1] = reflectance
-    out[:-1][:, count == 0] = np.nan
-    out[-1] = count
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    out[:-1][:, out[-1] == 0] = np.nan
     return out
 
 
-def _linear_taps(fine: np.ndarray, factor: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For fine pixel indices: the two coarse neighbours (clamped to 0..n-1) and the second's weight."""
-    u = (fine + 0.5) / factor - 0.5  # fine pixel centre in coarse pixel-centre units
-    lo = np.floor(u).astype(np.intp)
-    weight = (u - lo).astype(np.float32)
-    return np.clip(lo, 0, n - 1), np.clip(lo + 1, 0, n - 1), weight
+def _repeat(planes: np.ndarray, factor: int) -> np.ndarray:
+    return planes.repeat(factor, axis=1).repeat(factor, axis=2)
 
 
-def _bilinear(values: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
-    """Separable bilinear interpolation of (B, h, w) with NaN treated as missing (normalised weights)."""
+def _bilinear(values: np.ndarray, factor: int) -> np.ndarray:
+    """(B, h, w) -> (B, h * factor, w * factor) by separable linear interpolation between pixel
+    centres (edges clamp), NaN treated as missing: the weights are renormalised over the values present."""
     present = np.isfinite(values)
+    if present.all():  # the usual block: no renormalisation needed
+        return _linear_along(_linear_along(values.astype(np.float32), factor, 1), factor, 2)
     filled = np.where(present, values, np.float32(0)).astype(np.float32)
-    weights = present.astype(np.float32)
-
-    def along(a: np.ndarray, taps: tuple, axis: int) -> np.ndarray:
-        lo, hi, wt = taps
-        shape = [1] * a.ndim
-        shape[axis] = -1
-        wt = wt.reshape(shape)
-        return np.take(a, lo, axis=axis) * (1 - wt) + np.take(a, hi, axis=axis) * wt
-
-    num = along(along(filled, rows, 1), cols, 2)
-    den = along(along(weights, rows, 1), cols, 2)
+    num = _linear_along(_linear_along(filled, factor, 1), factor, 2)
+    den = _linear_along(_linear_along(present.astype(np.float32), factor, 1), factor, 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, np.float32(np.nan)).astype(np.float32)
+
+
+def _linear_along(a: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """Linear interpolation upsampling ``a`` by ``factor`` along ``axis``, one strided slice per phase.
+
+    Fine pixel k * factor + p sits (p + 0.5) / factor - 0.5 coarse pixels from coarse centre k: it
+    blends coarse pixel k with its neighbour on that side (the edge pixel itself beyond the edges).
+    """
+    n = a.shape[axis]
+    padded = np.moveaxis(np.pad(np.moveaxis(a, axis, 0), [(1, 1)] + [(0, 0)] * (a.ndim - 1), mode="edge"), 0, axis)
+
+    def take(start: int) -> np.ndarray:  # coarse pixels start - 1 .. start + n - 2 (padded index start..)
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(start, start + n)
+        return padded[tuple(index)]
+
+    out_shape = list(a.shape)
+    out_shape[axis] = n * factor
+    out = np.empty(out_shape, dtype=np.float32)
+    centre = take(1)
+    for p in range(factor):
+        shift = (p + 0.5) / factor - 0.5
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(p, None, factor)
+        side = take(0) if shift < 0 else take(2)
+        weight = np.float32(abs(shift))
+        out[tuple(index)] = centre * (1 - weight) + side * weight if weight else centre
+    return out
 
 
 def composite_block(

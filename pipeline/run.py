@@ -38,7 +38,7 @@ from pipeline.infer import (
     DetailSpec,
     windows_per_block,
 )
-from pipeline.load import configure_gdal, item_offsets, load_block, load_composite
+from pipeline.load import configure_gdal, item_offsets, load_block, load_composite, read_resolution_for
 from pipeline.mosaic import mosaic
 from pipeline.patches import PatchGrid, plan_grid
 from pipeline.search import SearchParams, format_item_table, search_items
@@ -312,10 +312,13 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
                     load_model_on_workers(client, model)
                     model_loaded = True
 
+            read_res = read_resolution_for(card.window_px, card.patch_size, cfg.resolution)
+
             def prepare(work: Work):
                 ys, xs = work.block.pixels
+                # A model that sees its window coarser than 10 m reads the COG overview just finer.
                 planes = load_block(work.items, grid.pixel_geobox[ys, xs], offsets=offsets, bands=tuple(card.bands),
-                                    resampling=card.resampling)
+                                    resampling=card.resampling, read_resolution=read_res)
                 return planes
 
             with map_export(
