@@ -139,6 +139,14 @@ class DetailSpec:
     weight: str = "box"
     min_clear: float = 0.5
 
+    def plan(self, window_px: int, dense_grid: int = 1):
+        """The :class:`pipeline.detail.DetailPlan` for a model window (the dense grid moves no
+        window, so margins and window counts need only the default)."""
+        from pipeline.detail import DetailPlan
+
+        return DetailPlan(window_px=window_px, stride_px=self.window_stride_px, cell_px=self.cell_px,
+                          dense_grid=dense_grid, weight=self.weight)
+
 
 @functools.lru_cache(maxsize=2)
 def _dense_grid(path: str, sha256: str, device: str, batch_size: int | None) -> int:
@@ -147,12 +155,9 @@ def _dense_grid(path: str, sha256: str, device: str, batch_size: int | None) -> 
 
 def detail_plan(model: ModelRef, spec: DetailSpec):
     """The worker's :class:`pipeline.detail.DetailPlan`: the spec plus the model's dense grid."""
-    from pipeline.detail import DetailPlan
-
     predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
     g = _dense_grid(model.path, model.sha256, model.device, model.batch_size) if spec.dense else 1
-    return DetailPlan(window_px=predictor.card.window_px, stride_px=spec.window_stride_px, cell_px=spec.cell_px,
-                      dense_grid=g, weight=spec.weight)
+    return spec.plan(predictor.card.window_px, g)
 
 
 def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: ModelRef, spec: DetailSpec) -> list[np.ndarray]:

@@ -15,6 +15,7 @@ import numpy as np
 from rich.table import Table
 
 from pipeline.aoi import AOI
+from pipeline.detail import window_origins
 from pipeline.infer import ChunkStore, DetailSpec, ItemIndex, ModelRef, block_footprint, block_key, iter_blocks
 from pipeline.patches import PatchGrid
 from pipeline.search import mgrs_tile
@@ -118,14 +119,9 @@ def plan_map(
 
 def block_windows(block, grid: PatchGrid, detail: DetailSpec) -> int:
     """Windows the model would see for ``block`` (at most: cloudy ones are skipped)."""
-    from pipeline.detail import window_origins
-
     ys, xs = block.pixels
     origin = (block.cells[0].start * detail.cell_px, block.cells[1].start * detail.cell_px)
-    # The lattice only needs the stride and margin; the dense grid does not move windows.
-    from pipeline.detail import DetailPlan
-
-    plan = DetailPlan(grid.window_px, detail.window_stride_px, detail.cell_px, weight=detail.weight)
+    plan = detail.plan(grid.window_px)
     if plan.one_window_per_cell:
         return block.n_inside
     return len(window_origins(ys.stop - ys.start, plan, origin[0])) * len(window_origins(xs.stop - xs.start, plan, origin[1]))

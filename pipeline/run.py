@@ -388,10 +388,8 @@ def detail_spec(cfg: MapConfig, window_px: int) -> DetailSpec:
 def plan_map_grid(cfg: MapConfig, aoi: AOI, items: list, window_px: int, console: Console) -> tuple[PatchGrid, DetailSpec]:
     """The run's grid over the part of the AOI the scenes cover (said in the log when that is
     less), and how its windows are placed and blended."""
-    from pipeline.detail import DetailPlan
-
     spec = detail_spec(cfg, window_px)
-    margin = DetailPlan(window_px, spec.window_stride_px, spec.cell_px, weight=spec.weight).margin_px
+    margin = spec.plan(window_px).margin_px
     coverage = footprint_union(items)
     note = coverage_note(aoi, coverage)
     if note:
