@@ -115,29 +115,29 @@ def full_tile_aoi(world, out: Path, side_m: float | None = None) -> Path:
 
 # One window per 1.2 km cell: cells are the model's patches (see the module docstring).
 WINDOW_MAP = {"cell_size": 1200.0, "stride": 120, "dense": False}
-# bench_map's read_resolution when the run should read as it does by itself.
-AS_THE_RUN_READS = "as-run"
 
 
-def _force_read_resolution(read_resolution: float | None) -> None:
-    """Make this process's run_map read every block at ``read_resolution`` (None: full resolution).
+def _force_upsampling() -> None:
+    """Make this process's run_map upsample coarse reads to the 10 m grid before classifying (the
+    way before blocks were classified from the coarse planes themselves), for the comparison row.
 
-    run_map has no such option; its block reader is looked up in pipeline.run at call time, so a
-    benchmark child can swap in one that overrides the keyword, whatever run_map passes."""
-    import pipeline.load
+    There is no option for it: the run classifies from coarse planes whenever the windows are
+    whole coarse pixels. run_map looks detail_spec up in pipeline.run at call time, so a benchmark
+    child can swap in one that never coarsens."""
     import pipeline.run
 
-    def load_block(*args: Any, **kwargs: Any):
-        kwargs["read_resolution"] = read_resolution
-        return pipeline.load.load_block(*args, **kwargs)
+    original = pipeline.run.detail_spec
 
-    pipeline.run.load_block = load_block
+    def detail_spec(cfg: MapConfig, window_px: int, read_factor: int = 1):
+        return original(cfg, window_px, 1)
+
+    pipeline.run.detail_spec = detail_spec
 
 
-def _map_in_child(cfg: MapConfig, read_resolution: float | None | str = AS_THE_RUN_READS,
+def _map_in_child(cfg: MapConfig, upsample: bool = False,
                   keep_classes: bool = False) -> tuple[dict[str, float], int, np.ndarray | None]:
-    if read_resolution != AS_THE_RUN_READS:
-        _force_read_resolution(read_resolution)  # type: ignore[arg-type]
+    if upsample:
+        _force_upsampling()
     result = run_map(cfg, Console(quiet=True))
     classes = None
     if keep_classes:
@@ -151,8 +151,7 @@ def _map_in_child(cfg: MapConfig, read_resolution: float | None | str = AS_THE_R
 
 
 def bench_map(aoi: Path, model: Path, label: str, workers: int, stac_url: str | None = None, *,
-              read_resolution: float | None | str = AS_THE_RUN_READS, classes_out: list | None = None,
-              **config: Any) -> dict[str, float]:
+              upsample: bool = False, classes_out: list | None = None, **config: Any) -> dict[str, float]:
     """Figures of one map in a fresh child process; ``config`` overrides MapConfig fields, and
     ``classes_out``, given, receives the map's class raster."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +159,7 @@ def bench_map(aoi: Path, model: Path, label: str, workers: int, stac_url: str | 
                         **config)
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool, PeakRSS(include_self=False) as rss:
-            timings, patches, classes = pool.submit(_map_in_child, cfg, read_resolution, classes_out is not None).result()
+            timings, patches, classes = pool.submit(_map_in_child, cfg, upsample, classes_out is not None).result()
     if classes_out is not None:
         classes_out.append(classes)
     compute = timings["load+infer"]
@@ -265,20 +264,24 @@ def _workers_cpu(client) -> float:
     return sum(client.run(_cpu_seconds).values())
 
 
-def read_study(cfg: MapConfig, read_resolution: float | None) -> dict[str, float]:
-    """Seconds of the plain read and of the composite stage of every block of ``cfg``'s map at
-    ``read_resolution``, on a LocalCluster like run_map's (run it in a child process)."""
+def read_study(cfg: MapConfig, upsample: bool = False) -> dict[str, float]:
+    """Seconds of the plain read and of the composite stage of every block of ``cfg``'s map, read
+    as the run reads them (``upsample``: as :func:`_force_upsampling` makes it), on a LocalCluster
+    like run_map's (run it in a child process)."""
     from pipeline.aoi import read_aoi
     from pipeline.cluster import connect
     from pipeline.infer import ItemIndex, block_footprint, iter_blocks
     from pipeline.load import configure_gdal, item_offsets, load_block
-    from pipeline.run import load_card, plan_map_grid, search_params
+    from pipeline.run import load_card, plan_map_grid, read_resolution, search_params
     from pipeline.search import search_items
 
+    if upsample:
+        _force_upsampling()
     aoi = read_aoi(cfg.aoi)
     _, card = load_card(cfg)
     items = search_items(search_params(cfg, cfg.stac_url), aoi)
-    grid, _ = plan_map_grid(cfg, aoi, items, card.window_px, Console(quiet=True))
+    grid, spec = plan_map_grid(cfg, aoi, items, card, Console(quiet=True))
+    read_res = read_resolution(cfg, card)
     with connect(None, cfg.workers) as (client, info):
         configure_gdal(client)
         offsets = item_offsets(items, bands=card.bands)
@@ -288,48 +291,50 @@ def read_study(cfg: MapConfig, read_resolution: float | None) -> dict[str, float
         started, cpu = time.perf_counter(), _workers_cpu(client)
         pixels = _run_bounded(client, (
             client.submit(read_block_plainly, [it.assets[k].get_absolute_href() for it in its for k in (*card.bands, "scl")],
-                          tuple(grid.pixel_geobox[b.pixels].boundingbox), str(grid.pixel_geobox.crs),
-                          read_resolution or cfg.resolution, pure=False)
+                          tuple(grid.pixel_geobox[b.pixels].boundingbox), str(grid.pixel_geobox.crs), read_res, pure=False)
             for b, its in blocks
         ), in_flight)
         read_s, read_cpu = time.perf_counter() - started, _workers_cpu(client) - cpu
         started, cpu = time.perf_counter(), _workers_cpu(client)
         _run_bounded(client, (
             client.compute(load_block(its, grid.pixel_geobox[b.pixels], offsets=offsets, bands=tuple(card.bands),
-                                      resampling=card.resampling, read_resolution=read_resolution).sum(axis=(1, 2)))
+                                      resampling=card.resampling, read_resolution=read_res,
+                                      upsample=spec.read_factor == 1).sum(axis=(1, 2)))
             for b, its in blocks
         ), in_flight)
         composite_s, composite_cpu = time.perf_counter() - started, _workers_cpu(client) - cpu
     return {"read_limit_s": read_s, "pixels_decoded": float(sum(pixels)), "composite_s": composite_s,
-            "read_limit_cpu_s": read_cpu, "composite_cpu_s": composite_cpu,
-            "cells": float(sum(int(b.inside.sum()) for b, _ in blocks)), "blocks": float(len(blocks))}
+            "read_limit_cpu_s": read_cpu, "composite_cpu_s": composite_cpu, "read_resolution": read_res,
+            "cells": float(sum(int(b.inside.sum()) for b, _ in blocks)), "blocks": float(len(blocks)),
+            "cells_per_block": float(grid.cells_per_chunk)}
 
 
 def full_tile_reads(aoi: Path, model: Path, workers: int, stac_url: str, model_only: float,
                     read_resolution: float) -> dict[str, float]:
     """Full-resolution vs overview reads of the full tile: the map, the composite stage alone and
-    the plain-read limit for each (see the module docstring). The overview read is also run with
-    blocks of twice the side: a 9.6 km block at 20 m is 480 px, less than one 512 px COG tile, so
-    most blocks decode 2 x 2 overview tiles for one tile's worth of pixels."""
-    variants: list[tuple[str, float | None, dict[str, Any]]] = [
-        ("full_tile", None, {}),
-        (f"full_tile_ovr{read_resolution:g}", read_resolution, {}),
-        (f"full_tile_ovr{read_resolution:g}_blocks16", read_resolution, {"cells_per_chunk": 16}),
+    the plain-read limit for each (see the module docstring). The overview read runs as the map
+    runs by default (classified from the coarse planes, blocks of twice the ground) and, for
+    comparison, as it ran before that: upsampled to the 10 m grid, in blocks of 9.6 km."""
+    variants: list[tuple[str, dict[str, Any], bool]] = [
+        ("full_tile", {"read_resolution": 10.0}, False),
+        (f"full_tile_ovr{read_resolution:g}_upsampled", {"cells_per_chunk": 8}, True),
+        (f"full_tile_ovr{read_resolution:g}", {}, False),
     ]
     figures: dict[str, float] = {}
     classes: list = []
     spawn = multiprocessing.get_context("spawn")
-    for label, res, extra in variants:
-        figures |= bench_map(aoi, model, label, workers, stac_url=stac_url, read_resolution=res, classes_out=classes,
+    for label, extra, upsample in variants:
+        figures |= bench_map(aoi, model, label, workers, stac_url=stac_url, upsample=upsample, classes_out=classes,
                              **WINDOW_MAP, **extra)
         with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
             cfg = MapConfig(aoi=aoi, out=Path(tmp) / "map", source="local", stac_url=stac_url, model=model,
                             workers=workers, **WINDOW_MAP, **extra)
-            stages = pool.submit(read_study, cfg, res).result()
+            stages = pool.submit(read_study, cfg, upsample).result()
         read_s, composite_s = stages["read_limit_s"], stages["composite_s"]
         figures |= {
-            f"{label}/read_resolution_m": res or 10.0,
+            f"{label}/read_resolution_m": stages["read_resolution"],
             f"{label}/blocks": int(stages["blocks"]),
+            f"{label}/cells_per_block_side": int(stages["cells_per_block"]),
             f"{label}/overhead_vs_model_only": round(1 - figures[f"{label}/patches_per_s_load+infer"] / model_only, 3),
             f"{label}/read_limit_s": round(read_s, 2),
             f"{label}/read_limit_patches_per_s": round(stages["cells"] / read_s, 1),
@@ -351,14 +356,16 @@ def full_tile_reads(aoi: Path, model: Path, workers: int, stac_url: str, model_o
 
 def demo_cell_changes(world, model: Path, read_resolution: float, min_clear: float = 0.5) -> dict[str, float]:
     """Classes of the demo AOI's 1.2 km windows from a full-resolution composite vs one read at
-    ``read_resolution``: how many windows change class, and how far reflectance moves."""
+    ``read_resolution``, classified as the run does (the coarse window itself, resized by the
+    card) and upsampled to 10 m first (the way before): how many windows change class, and how far
+    reflectance moves."""
     import dask
 
     from models.card import ModelCard, card_path
     from models.predictor import Predictor
     from pipeline.aoi import read_aoi
     from pipeline.demo import serve_world
-    from pipeline.load import configure_gdal, item_offsets, load_composite
+    from pipeline.load import configure_gdal, item_offsets, load_block, load_composite
     from pipeline.patches import plan_grid
     from pipeline.run import footprint_union, search_params
     from pipeline.search import search_items
@@ -377,25 +384,30 @@ def demo_cell_changes(world, model: Path, read_resolution: float, min_clear: flo
                 ds = load_composite(items, grid, offsets=offsets, bands=tuple(card.bands), resampling=card.resampling,
                                     read_resolution=res).compute()
                 planes[res] = np.stack([ds[b].values for b in card.bands] + [ds["clear_count"].values.astype(np.float32)])
+            direct = load_block(items, grid.pixel_geobox, offsets=offsets, bands=tuple(card.bands),
+                                resampling=card.resampling, read_resolution=read_resolution, upsample=False).compute()
     ny, nx = grid.cell_geobox.shape
     w = card.window_px
     inside = grid.inside_cells((slice(0, ny), slice(0, nx)))
 
-    def windows(a: np.ndarray) -> np.ndarray:  # (C, ny*w, nx*w) -> (ny*nx, C, w, w), row by row
+    def windows(a: np.ndarray, w: int = w) -> np.ndarray:  # (C, ny*w, nx*w) -> (ny*nx, C, w, w), row by row
         return a[:, :ny * w, :nx * w].reshape(a.shape[0], ny, w, nx, w).transpose(1, 3, 0, 2, 4).reshape(ny * nx, a.shape[0], w, w)
 
     full, coarse = windows(planes[None]), windows(planes[read_resolution])
+    coarse_direct = windows(direct, round(w * 10.0 / read_resolution))
     clear = (full[:, -1] > 0).mean(axis=(1, 2)) >= min_clear
     keep = inside.reshape(-1) & clear
     predictor = Predictor.from_path(model)
     a = predictor.predict_reflectance(full[keep, :-1]).probs.argmax(axis=1)
     b = predictor.predict_reflectance(coarse[keep, :-1]).probs.argmax(axis=1)
+    c = predictor.predict_reflectance(coarse_direct[keep, :-1]).probs.argmax(axis=1)
     both = np.isfinite(planes[None][:-1]) & np.isfinite(planes[read_resolution][:-1])
     diff = np.abs(planes[None][:-1] - planes[read_resolution][:-1])[both]
     tag = f"demo_ovr{read_resolution:g}"
     return {
         f"{tag}/cells_compared": int(keep.sum()),
-        f"{tag}/cells_changed": int(np.count_nonzero(a != b)),
+        f"{tag}/cells_changed": int(np.count_nonzero(a != c)),
+        f"{tag}/cells_changed_upsampled": int(np.count_nonzero(a != b)),
         f"{tag}/max_reflectance_diff": round(float(diff.max()), 4),
         f"{tag}/mean_reflectance_diff": round(float(diff.mean()), 5),
         f"{tag}/p99_reflectance_diff": round(float(np.quantile(diff, 0.99)), 4),

@@ -158,14 +158,16 @@ class Predictor:
         probs, emb = self._batched(len(windows), inputs, self._classify)
         return Prediction(probs.astype(np.float32), emb.astype(np.float32))
 
-    def predict_reflectance_dense(self, windows: np.ndarray | Tensor) -> np.ndarray:
+    def predict_reflectance_dense(self, windows: np.ndarray | Tensor, *, window_px: int | None = None) -> np.ndarray:
         """Reflectance windows (N, bands, W, W) -> probabilities (N, C, g, g) in the card's class order,
         one vector per position of the last feature map (see :mod:`models.dense`).
 
         Same preprocessing as :meth:`predict_reflectance`. ``W`` is the card's window or a
         multiple of it (a larger window is scaled by the same factor, so the network sees the
-        ground at its trained scale and returns a proportionally larger grid). Softmax over
-        classes for single-label cards, sigmoid for multi-label. An empty input gives (0, C, 0, 0).
+        ground at its trained scale and returns a proportionally larger grid). ``window_px`` is
+        the side the card's window has in these pixels (default: the card's own, e.g. 120 px of
+        10 m; 60 for windows of 20 m pixels over the same ground). Softmax over classes for
+        single-label cards, sigmoid for multi-label. An empty input gives (0, C, 0, 0).
         """
         from models.dense import dense_logits
 
@@ -173,10 +175,11 @@ class Predictor:
         if len(windows) == 0:
             return np.zeros((0, n_classes, 0, 0), np.float32)
         side = int(windows.shape[-1])
-        if windows.ndim != 4 or windows.shape[-2] != side or (side * self.card.patch_size) % self.card.window_px:
-            raise PatchError(f"dense windows must be square with a side of k x {self.card.window_px} px "
+        window = window_px or self.card.window_px
+        if windows.ndim != 4 or windows.shape[-2] != side or (side * self.card.patch_size) % window:
+            raise PatchError(f"dense windows must be square with a side of k x {window} px "
                              f"(the card's window), got {tuple(windows.shape)}")
-        size = side * self.card.patch_size // self.card.window_px
+        size = side * self.card.patch_size // window
         multi = self.card.task == "multi-label"
 
         def step(x: Tensor) -> tuple[Tensor]:

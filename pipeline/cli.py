@@ -73,6 +73,11 @@ def map_command(
     scheduler: Optional[str] = typer.Option(None, help="Existing dask scheduler, e.g. tcp://host:8786."),
     workers: Optional[int] = typer.Option(None, help="LocalCluster worker processes (default: one per core)."),
     crs: Optional[str] = typer.Option(None, help="Output CRS (default: UTM zone of the AOI centre)."),
+    read_resolution: Optional[float] = typer.Option(
+        None, "--read-resolution",
+        help="Metres to read the COGs at, a multiple of 10 (default: the overview level the model's input pixel allows, "
+        "20 for the seed-family models, 10 for reBEN).",
+    ),
     cell_size: float = typer.Option(100.0, "--cell-size", help="Output cell size in metres (1200: one cell per 1.2 km window)."),
     stride: Optional[int] = typer.Option(None, help="Pixels between window origins (default: a third of the window, 40)."),
     dense: bool = typer.Option(True, "--dense/--no-dense", help="Apply the classifier head at every position of its feature map."),
@@ -106,7 +111,7 @@ def map_command(
         aoi=aoi, out=out, source=source, stac_url=stac_url, collection=collection,
         start=_date(start, "start"), end=_date(end, "end"),
         max_cloud=max_cloud, max_items_per_tile=max_items_per_tile, model=model, scheduler=scheduler,
-        workers=workers, crs=crs, cell_size=cell_size, stride=stride, dense=dense, blend=blend, min_clear=min_clear, device=device,
+        workers=workers, crs=crs, read_resolution=read_resolution, cell_size=cell_size, stride=stride, dense=dense, blend=blend, min_clear=min_clear, device=device,
         batch_size=batch_size, overwrite=overwrite, save_composite=save_composite, demo_layout=layout,
     )
     if plan:

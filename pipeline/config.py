@@ -39,6 +39,10 @@ class MapConfig(BaseModel):
     workers: int | None = Field(None, ge=1, description="LocalCluster worker processes")
     crs: str | None = None
     resolution: float = Field(10.0, gt=0)
+    read_resolution: float | None = Field(
+        None, gt=0, description="metres the COGs are read and composited at, a whole multiple of resolution; "
+        "default: the coarsest overview still finer than the model's input pixel",
+    )
     # Detail (pipeline.detail): cells smaller than the model's window, from overlapping windows
     # evaluated densely and blended. Defaults measured on the demo truth (benchmarks/detail.py);
     # --cell-size 1200 --stride 120 --no-dense is the map of one window per 1.2 km cell.
@@ -77,6 +81,12 @@ class MapConfig(BaseModel):
     def _window(self) -> MapConfig:
         if self.start and self.end and self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.read_resolution is not None:
+            factor = self.read_resolution / self.resolution
+            if factor < 1 - 1e-9 or abs(factor - round(factor)) > 1e-9:
+                raise PydanticCustomError(WHOLE_LINE_ERROR, "{line}", {"line": (
+                    f"--read-resolution {self.read_resolution:g} must be a whole multiple of the grid's {self.resolution:g} m "
+                    f"(e.g. {self.resolution:g} or {2 * self.resolution:g}), or omitted to read as the model card allows")})
         return self
 
     def date_window(self, today: date | None = None) -> tuple[date, date]:

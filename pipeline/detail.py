@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -60,10 +60,12 @@ class DetailPlan:
     cell_px: int  # side of an output cell
     dense_grid: int = 1  # g: probability grid per window side the model returns
     weight: WeightKind = "hann"
+    # Pixels between sample points (about 100 m); a plan on coarser pixels keeps the same ground spacing.
+    sample_spacing_px: float = SAMPLE_SPACING_PX
 
     def __post_init__(self) -> None:
-        if min(self.window_px, self.stride_px, self.cell_px, self.dense_grid) < 1:
-            raise DetailError(f"window, stride, cell and dense grid must be positive: {self}")
+        if min(self.window_px, self.stride_px, self.cell_px, self.dense_grid) < 1 or self.sample_spacing_px <= 0:
+            raise DetailError(f"window, stride, cell, dense grid and sample spacing must be positive: {self}")
         if self.stride_px > self.window_px:
             raise DetailError(f"stride {self.stride_px} px exceeds the window {self.window_px} px and would leave gaps")
         if self.weight not in WEIGHT_KINDS:
@@ -92,7 +94,25 @@ class DetailPlan:
 
     @property
     def samples_per_cell(self) -> int:
-        return max(1, math.ceil(self.cell_px / SAMPLE_SPACING_PX))
+        # The tolerance keeps a coarsened plan's count equal to its fine plan's (60 / 5 = 120 / 10).
+        return max(1, math.ceil(self.cell_px / self.sample_spacing_px - 1e-9))
+
+    def coarsened(self, factor: int) -> DetailPlan | None:
+        """The same plan on pixels ``factor`` times coarser (e.g. 20 m planes of a 10 m grid), or
+        None when a window, stride or cell is not a whole number of them.
+
+        Every length scales by 1 / factor (the sample points too), so the windows, the blending
+        weights and the cells are those of this plan on the same ground; only what the model
+        sees inside a window changes, from the coarse pixels themselves rather than an
+        upsampling of them."""
+        if factor < 1:
+            raise DetailError(f"coarsening factor {factor} must be at least 1")
+        if factor == 1:
+            return self
+        if any(n % factor for n in (self.window_px, self.stride_px, self.cell_px)):
+            return None
+        return replace(self, window_px=self.window_px // factor, stride_px=self.stride_px // factor,
+                       cell_px=self.cell_px // factor, sample_spacing_px=self.sample_spacing_px / factor)
 
     def block_px(self, cells: int) -> int:
         """Padded pixel side of a block ``cells`` cells wide."""

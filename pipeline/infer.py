@@ -138,14 +138,25 @@ class DetailSpec:
     dense: bool = True
     weight: str = "box"
     min_clear: float = 0.5
+    # Grid pixels per pixel of the planes a block is classified from: 2 when a model that sees
+    # its window coarser than 20 m gets the 20 m composite itself, never upsampled to the grid.
+    read_factor: int = 1
 
     def plan(self, window_px: int, dense_grid: int = 1):
-        """The :class:`pipeline.detail.DetailPlan` for a model window (the dense grid moves no
-        window, so margins and window counts need only the default)."""
+        """The :class:`pipeline.detail.DetailPlan` for a model window, in grid pixels (the dense
+        grid moves no window, so margins and window counts need only the default)."""
         from pipeline.detail import DetailPlan
 
         return DetailPlan(window_px=window_px, stride_px=self.window_stride_px, cell_px=self.cell_px,
                           dense_grid=dense_grid, weight=self.weight)
+
+    def plane_plan(self, window_px: int, dense_grid: int = 1):
+        """:meth:`plan` in the pixels of the planes the classifier gets (``read_factor`` times the grid's)."""
+        plan = self.plan(window_px, dense_grid).coarsened(self.read_factor)
+        if plan is None:
+            raise ValueError(f"a window of {window_px} px every {self.window_stride_px} px into cells of {self.cell_px} px "
+                             f"is no whole number of {self.read_factor}x coarser pixels")
+        return plan
 
 
 @functools.lru_cache(maxsize=2)
@@ -154,10 +165,11 @@ def _dense_grid(path: str, sha256: str, device: str, batch_size: int | None) -> 
 
 
 def detail_plan(model: ModelRef, spec: DetailSpec):
-    """The worker's :class:`pipeline.detail.DetailPlan`: the spec plus the model's dense grid."""
+    """The worker's :class:`pipeline.detail.DetailPlan` in the pixels of the planes it classifies:
+    the spec plus the model's dense grid."""
     predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
     g = _dense_grid(model.path, model.sha256, model.device, model.batch_size) if spec.dense else 1
-    return spec.plan(predictor.card.window_px, g)
+    return spec.plane_plan(predictor.card.window_px, g)
 
 
 def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: ModelRef, spec: DetailSpec) -> list[np.ndarray]:
@@ -165,16 +177,17 @@ def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: Mo
     order (NaN where not mapped), then each cell's clear fraction.
 
     ``planes[k]`` is block k's (bands + 1, H, W) composite (the card's bands' reflectance, then
-    the clear-observation count) padded by the plan's margin. Several blocks per task keep a GPU
-    fed when each has few windows; the windows are cut here, where the model runs, so the task's
-    input is the composite rather than the (much larger) stack of overlapping windows.
+    the clear-observation count) padded by the plan's margin, on pixels ``spec.read_factor``
+    times the grid's. Several blocks per task keep a GPU fed when each has few windows; the
+    windows are cut here, where the model runs, so the task's input is the composite rather
+    than the (much larger) stack of overlapping windows.
     """
     from pipeline.detail import classify_pixels
 
     predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
     plan = detail_plan(model, spec)
     if plan.dense_grid > 1:
-        predict = predictor.predict_reflectance_dense
+        predict = functools.partial(predictor.predict_reflectance_dense, window_px=plan.window_px)
     else:
         def predict(windows: np.ndarray) -> np.ndarray:
             return predictor.predict_reflectance(windows).probs[:, :, None, None]
@@ -238,6 +251,9 @@ def block_key(block: BlockSpec, grid: PatchGrid, item_ids: list[str], model: Mod
         "model": model.sha256,
         "min_clear": min_clear,
         **({"detail": [detail.window_stride_px, detail.cell_px, detail.dense, detail.weight]} if detail else {}),
+        # Classified from coarser planes: other pixels reach the model (absent for grid pixels,
+        # so results stored before the option existed keep their keys).
+        **({"read_factor": detail.read_factor} if detail and detail.read_factor != 1 else {}),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 

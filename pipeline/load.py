@@ -320,6 +320,7 @@ def load_block(
     mask_scl: Sequence[int] = MASK_SCL,
     resampling: str = "bilinear",
     read_resolution: float | None = None,
+    upsample: bool = True,
 ) -> da.Array:
     """The lazy (bands + 1, H, W) float32 composite planes of one block's ``geobox`` in one chunk:
     the bands' median clear reflectance, then the clear-observation count (as :func:`load_composite`).
@@ -337,12 +338,37 @@ def load_block(
     pixel grid and is read one coarse pixel wider than the block on each side, so a block whose
     side is no multiple of the coarse pixel is simply cropped, and block edges still interpolate
     between real neighbours.
+
+    ``upsample=False`` returns the coarse planes themselves, (bands + 1, H / f, W / f) for a read
+    ``f`` times coarser, for a consumer that works on them (a model that resizes its window to
+    fewer pixels anyway); the block must then be whole coarse pixels of that lattice
+    (:func:`exact_coarse_geobox`), and its pixels are those the upsampling starts from.
     """
     usable = _usable(items, offsets)
+    bands = _model_bands(bands)
+    factor = _read_factor(geobox, read_resolution)
+    if not upsample and factor > 1:
+        coarse = exact_coarse_geobox(geobox, factor)
+        if coarse is None:
+            raise LoadError(f"block {geobox.shape} at {tuple(geobox.affine)[:6]} is not whole {read_resolution:g} m pixels "
+                            "of the read lattice; read it with upsample=True")
+        _, planes = _composite(usable, coarse, dict(zip(("y", "x"), coarse.shape, strict=True)), offsets=offsets,
+                               bands=bands, mask_scl=mask_scl, resampling=resampling)
+        return planes
     ny, nx = geobox.shape
-    _, planes = _composite(usable, geobox, {"y": ny, "x": nx}, offsets=offsets, bands=_model_bands(bands),
+    _, planes = _composite(usable, geobox, {"y": ny, "x": nx}, offsets=offsets, bands=bands,
                            mask_scl=mask_scl, resampling=resampling, read_resolution=read_resolution)
     return planes
+
+
+def exact_coarse_geobox(geobox: GeoBox, factor: int) -> GeoBox | None:
+    """``geobox`` as whole pixels ``factor`` times coarser on the lattice :func:`coarse_geobox`
+    reads (fixed by the CRS origin), or None when its corner or size falls between them."""
+    coarse, offset = coarse_geobox(geobox, factor, halo=0)
+    ny, nx = geobox.shape
+    if offset != (0, 0) or ny % factor or nx % factor:
+        return None
+    return GeoBox((ny // factor, nx // factor), coarse.affine, coarse.crs)
 
 
 def read_resolution_for(

@@ -227,7 +227,7 @@ def plan_run(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkSto
     model, card = load_card(cfg)
     with stac_endpoint(cfg) as stac_url:
         items = search_items(search_params(cfg, stac_url), aoi)
-    grid, spec = plan_map_grid(cfg, aoi, items, card.window_px, console)
+    grid, spec = plan_map_grid(cfg, aoi, items, card, console)
     workers, gpus = local_worker_count(cfg.workers), 0
     if cfg.scheduler:
         with connect(cfg.scheduler) as (client, _):
@@ -274,7 +274,7 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
         items = search_items(search_params(cfg, stac_url), aoi)
         console.print(format_item_table(items))
         lap("search")
-        grid, spec = plan_map_grid(cfg, aoi, items, card.window_px, console)
+        grid, spec = plan_map_grid(cfg, aoi, items, card, console)
         count = count_grid(grid)
         lap("plan")
 
@@ -312,14 +312,14 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
                     load_model_on_workers(client, model)
                     model_loaded = True
 
-            read_res = read_resolution_for(card.window_px, card.patch_size, cfg.resolution)
+            read_res = read_resolution(cfg, card)
 
             def prepare(work: Work):
                 ys, xs = work.block.pixels
-                # A model that sees its window coarser than 10 m reads the COG overview just finer.
-                planes = load_block(work.items, grid.pixel_geobox[ys, xs], offsets=offsets, bands=tuple(card.bands),
-                                    resampling=card.resampling, read_resolution=read_res)
-                return planes
+                # A model that sees its window coarser than 10 m reads the COG overview just finer,
+                # and is handed those pixels themselves when the windows are whole pixels of it.
+                return load_block(work.items, grid.pixel_geobox[ys, xs], offsets=offsets, bands=tuple(card.bands),
+                                  resampling=card.resampling, read_resolution=read_res, upsample=spec.read_factor == 1)
 
             with map_export(
                 grid.cell_geobox, cfg.out, provenance=provenance, multi_label=card.task == "multi-label",
@@ -375,20 +375,35 @@ BLOCK_M = 9600.0
 MIN_DETAIL_BLOCKS = 8
 
 
-def detail_spec(cfg: MapConfig, window_px: int) -> DetailSpec:
-    """The run's window placement and blending, checked (one-line errors) before any work."""
+def read_resolution(cfg: MapConfig, card) -> float:
+    """Metres the run reads and composites the COGs at: ``--read-resolution``, else the overview
+    level the card's input pixel allows (:func:`pipeline.load.read_resolution_for`)."""
+    if cfg.read_resolution is not None:
+        return float(cfg.read_resolution)
+    return read_resolution_for(card.window_px, card.patch_size, cfg.resolution)
+
+
+def detail_spec(cfg: MapConfig, window_px: int, read_factor: int = 1) -> DetailSpec:
+    """The run's window placement and blending, checked (one-line errors) before any work.
+
+    With a ``read_factor`` > 1 (reads that many grid pixels coarser), blocks are classified from
+    the coarse planes when every window, stride and cell is whole coarse pixels; otherwise the
+    planes are upsampled to the grid first."""
     from pipeline.detail import DetailPlan
 
     stride = cfg.stride or max(1, window_px // 3)
     plan = DetailPlan.from_card(window_px, cfg.cell_size, cfg.resolution, stride_px=stride, weight=cfg.blend)
+    coarse = read_factor if plan.coarsened(read_factor) is not None else 1
     return DetailSpec(window_stride_px=plan.stride_px, cell_px=plan.cell_px, dense=cfg.dense, weight=cfg.blend,
-                      min_clear=cfg.min_clear)
+                      min_clear=cfg.min_clear, read_factor=coarse)
 
 
-def plan_map_grid(cfg: MapConfig, aoi: AOI, items: list, window_px: int, console: Console) -> tuple[PatchGrid, DetailSpec]:
+def plan_map_grid(cfg: MapConfig, aoi: AOI, items: list, card, console: Console) -> tuple[PatchGrid, DetailSpec]:
     """The run's grid over the part of the AOI the scenes cover (said in the log when that is
-    less), and how its windows are placed and blended."""
-    spec = detail_spec(cfg, window_px)
+    less), and how its windows are placed, read and blended."""
+    window_px = card.window_px
+    read_res = read_resolution(cfg, card)
+    spec = detail_spec(cfg, window_px, round(read_res / cfg.resolution))
     margin = spec.plan(window_px).margin_px
     coverage = footprint_union(items)
     note = coverage_note(aoi, coverage)
@@ -401,7 +416,9 @@ def plan_map_grid(cfg: MapConfig, aoi: AOI, items: list, window_px: int, console
         window_px=window_px,
         stride_px=spec.cell_px,
         margin_px=margin,
-        cells_per_chunk=cfg.cells_per_chunk or max(1, round(BLOCK_M / cfg.cell_size)),
+        # Blocks classified from coarser planes cover as many of those pixels, i.e. more ground:
+        # fewer reads per cell and fewer COG tiles decoded twice at block edges.
+        cells_per_chunk=cfg.cells_per_chunk or max(1, round(BLOCK_M * spec.read_factor / cfg.cell_size)),
         min_blocks=MIN_BLOCKS if margin == 0 else MIN_DETAIL_BLOCKS,
         coverage=coverage,
     )
@@ -410,6 +427,8 @@ def plan_map_grid(cfg: MapConfig, aoi: AOI, items: list, window_px: int, console
         f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {cfg.cell_size:g} m; windows of {window_px} px every "
         f"{spec.window_stride_px} px{', evaluated densely' if spec.dense else ''}, {spec.weight} blending; "
         f"blocks of {grid.cells_per_chunk} x {grid.cells_per_chunk} cells"
+        + (f"; read and classified at {read_res:g} m" if spec.read_factor > 1
+           else f"; read at {read_res:g} m, upsampled to {cfg.resolution:g} m" if read_res > cfg.resolution else "")
     )
     return grid, spec
 

@@ -70,6 +70,20 @@ def test_seed_predictor_gives_softmax_grids_in_the_card_order(tiny_weights):
     assert predictor.predict_reflectance_dense(windows[:0]).shape == (0, 19, 0, 0)
 
 
+def test_windows_of_coarser_pixels_are_seen_over_the_same_ground_with_the_same_grid(tiny_weights):
+    """A 1.2 km window read at 20 m is 60 px: told so, the predictor resizes it to the card's patch
+    as it would the 120 px window, so the grid is the card's and a uniform window answers the same."""
+    predictor = Predictor.from_path(tiny_weights, device="cpu")
+    levels = np.array([0.05, 0.2, 0.35], np.float32)[:, None, None, None]  # one uniform window per reflectance
+    at_20m = np.broadcast_to(levels, (3, 3, 60, 60)).copy()
+    at_10m = np.broadcast_to(levels, (3, 3, 120, 120)).copy()
+    coarse = predictor.predict_reflectance_dense(at_20m, window_px=60)
+    assert coarse.shape == (3, 19, 2, 2)
+    np.testing.assert_allclose(coarse, predictor.predict_reflectance_dense(at_10m), atol=1e-6)
+    with pytest.raises(PatchError, match="k x 60"):
+        predictor.predict_reflectance_dense(at_20m[:, :, :50, :50], window_px=60)
+
+
 def test_windows_that_are_not_a_multiple_of_the_card_window_are_refused(tiny_weights):
     predictor = Predictor.from_path(tiny_weights, device="cpu")
     with pytest.raises(PatchError, match="k x 120"):

@@ -98,6 +98,14 @@ def test_bad_dates_and_options(capsys, tmp_path):
     one_line_error(*run_cli(capsys, "map", aoi, "--demo"), "either an AOI")
 
 
+@pytest.mark.parametrize("value", ["15", "5"])
+def test_a_read_resolution_that_is_no_multiple_of_the_grid_is_refused(capsys, tmp_path, value):
+    aoi = str(write(tmp_path / "aoi.geojson", POLYGON))
+    one_line_error(*run_cli(capsys, "map", aoi, "--out", str(tmp_path / "out"), "--read-resolution", value),
+                   "--read-resolution", "whole multiple")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_installed_console_script_prints_no_traceback(tmp_path):
     """The real entry point, as a user runs it."""
     aoi = write(tmp_path / "aoi.geojson", {"type": "Point", "coordinates": [12.0, 45.4]})

@@ -123,3 +123,38 @@ def test_a_block_of_the_wrong_shape_is_refused():
     with pytest.raises(DetailError, match="padded by 120 px"):
         classify_pixels(np.zeros((1, 100, 100), np.float32), np.ones((100, 100), bool), np.ones((4, 4), bool),
                         plan, constant_model(np.array([1.0, 0.0]), 1), n_classes=2, min_clear=0.5)
+
+
+@pytest.mark.parametrize(("g", "weight", "cell_px", "stride"), [
+    (3, "gaussian", 10, 40), (3, "hann", 20, 40), (1, "box", 120, 120), (3, "box", 10, 20),
+])
+def test_a_plan_on_pixels_twice_as_coarse_blends_the_same_windows_into_the_same_cells(g, weight, cell_px, stride):
+    plan = DetailPlan(window_px=120, stride_px=stride, cell_px=cell_px, dense_grid=g, weight=weight)
+    coarse_plan = plan.coarsened(2)
+    assert (coarse_plan.window_px, coarse_plan.stride_px, coarse_plan.cell_px, coarse_plan.margin_px) == (
+        60, stride // 2, cell_px // 2, plan.margin_px // 2)
+    assert coarse_plan.samples_per_cell == plan.samples_per_cell
+    cells = 360 // cell_px
+    h = coarse_plan.block_px(cells)
+    rng = np.random.default_rng(1)
+    bands = (rng.random((1, h // 6, h // 6)) > 0.5).repeat(6, axis=1).repeat(6, axis=2).astype(np.float32)
+    clear = np.ones((h, h), bool)
+    clear[: h // 3, : h // 2] = False  # a cloud: the same clear shares at both resolutions
+    inside = np.ones((cells, cells), bool)
+    inside[-1, -1] = False
+    origin = (3 * cell_px, 7 * cell_px)  # the block's place on the map-wide window lattice
+    fine = classify_pixels(bands.repeat(2, axis=1).repeat(2, axis=2), clear.repeat(2, axis=0).repeat(2, axis=1),
+                           inside, plan, oracle_model(g), n_classes=2, min_clear=0.5, origin_px=origin)
+    coarse = classify_pixels(bands, clear, inside, coarse_plan, oracle_model(g), n_classes=2, min_clear=0.5,
+                             origin_px=(origin[0] // 2, origin[1] // 2))
+    assert np.isnan(fine[0]).sum() > 0  # some cells are cloudy or outside, and stay so
+    np.testing.assert_allclose(coarse, fine, atol=1e-6)
+
+
+def test_a_plan_coarsens_only_into_whole_pixels():
+    assert DetailPlan(window_px=120, stride_px=40, cell_px=10).coarsened(1) == DetailPlan(window_px=120, stride_px=40, cell_px=10)
+    assert DetailPlan(window_px=120, stride_px=40, cell_px=10).coarsened(4) is None  # 10 px cells are 2.5 pixels of 40 m
+    assert DetailPlan(window_px=120, stride_px=30, cell_px=20).coarsened(4) is None
+    assert DetailPlan(window_px=120, stride_px=40, cell_px=20).coarsened(4).window_px == 30
+    with pytest.raises(DetailError, match="at least 1"):
+        DetailPlan(window_px=120, stride_px=40, cell_px=10).coarsened(0)

@@ -18,7 +18,7 @@ from rasterio.transform import from_origin
 
 from pipeline.demo.serve import RangeRequestHandler
 from pipeline.errors import LoadError
-from pipeline.load import composite_block, load_block, read_resolution_for, upsample_planes
+from pipeline.load import composite_block, exact_coarse_geobox, load_block, read_resolution_for, upsample_planes
 
 EPSG = 32632
 X0, Y0 = 600_000.0, 5_100_000.0  # on the 40 m lattice, as Sentinel-2 tile corners are on the 20 m one
@@ -147,6 +147,29 @@ def test_an_overview_read_has_the_10m_shape_and_equals_the_20m_level_upsampled(s
     full = load_block(items, geobox, offsets=offsets, resampling="nearest").compute(scheduler="synchronous")
     assert full.shape == got.shape
     assert np.nanmean(np.abs(full[0] - got[0])) > 1e-2
+
+
+def test_a_block_of_whole_coarse_pixels_can_be_had_as_the_20m_composite_itself(scenes):
+    """What a model that resizes its window to fewer pixels gets: the coarse pixels the upsampling
+    would start from, a quarter of the data, no interpolation."""
+    items, offsets = scenes
+    row, col, height, width = 6, 10, 44, 52  # even: on the 20 m lattice of the scenes
+    planes = load_block(items, fine_geobox(row, col, height, width), offsets=offsets, resampling="bilinear",
+                        read_resolution=20.0, upsample=False)
+    assert planes.shape == (4, height // 2, width // 2) and planes.dtype == np.float32
+    with dask.config.set(scheduler="synchronous"):
+        got = planes.compute()
+    expected = overview_composite(items)[:, row // 2:(row + height) // 2, col // 2:(col + width) // 2]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, equal_nan=True)
+    assert exact_coarse_geobox(fine_geobox(row, col, height, width), 2).shape == (height // 2, width // 2)
+    # Between coarse pixels (an odd corner or side) there is no such block: upsample, or ask for another one.
+    for odd in (fine_geobox(5, 10, 44, 52), fine_geobox(6, 10, 45, 52)):
+        assert exact_coarse_geobox(odd, 2) is None
+        with pytest.raises(LoadError, match="upsample=True"):
+            load_block(items, odd, offsets=offsets, read_resolution=20.0, upsample=False)
+    # At the grid's own resolution nothing is coarse: the block is read as it is.
+    same = load_block(items, fine_geobox(5, 7, 9, 9), offsets=offsets, read_resolution=10.0, upsample=False)
+    assert same.shape == (4, 9, 9)
 
 
 def test_blocks_read_through_overviews_equal_the_crops_of_a_larger_read(scenes):

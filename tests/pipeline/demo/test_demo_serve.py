@@ -104,6 +104,40 @@ def test_range_requests_get_206_and_exactly_those_bytes(served_world, demo_world
     assert err.value.code == 416 and err.value.headers["Content-Range"] == f"bytes */{len(data)}"
 
 
+def test_one_connection_serves_many_ranges_as_an_object_store_does(served_world, demo_world):
+    """HTTP/1.1 keep-alive: GDAL reads a block's COG tiles without a new connection per range,
+    whatever came before on the connection (a 206, a HEAD, a 416, a whole file)."""
+    import http.client
+
+    href = served_world.items[0]["assets"]["red"]["href"]
+    data = (demo_world.root / href[len(served_world.files_url):]).read_bytes()
+    host, port = href.split("//")[1].split("/")[0].split(":")
+    path = "/" + href.split("//")[1].split("/", 1)[1]
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.connect()
+        local = conn.sock.getsockname()
+        for start in (0, 5000, len(data) - 300):
+            conn.request("GET", path, headers={"Range": f"bytes={start}-{start + 299}"})
+            response = conn.getresponse()
+            assert response.status == 206 and response.read() == data[start:start + 300]
+        for method, headers, status in (("HEAD", {}, 200), ("GET", {"Range": f"bytes={len(data)}-"}, 416),
+                                        ("GET", {}, 200)):
+            conn.request(method, path, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            assert response.status == status and (status != 200 or method == "HEAD" or body == data)
+        assert conn.sock.getsockname() == local  # still the first connection
+        conn.request("GET", "/no/such/file.tif")  # an error closes it (http.server's send_error); the next reconnects
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 404
+        conn.request("GET", path, headers={"Range": "bytes=0-9"})
+        assert conn.getresponse().read() == data[:10]
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
