@@ -13,7 +13,7 @@ is built around. The demo AOI is also mapped with the BigEarthNet v2 (reBEN) res
 (random weights written as the published config.json + model.safetensors and installed as
 `landcover model fetch` installs them; 10 bands at 120 px), whose model-only figure runs the
 installed checkpoint through the predictor, standardisation included. "load+infer" excludes the
-"model" stage in which every worker loads the model.
+"model" stage in which every worker loads the model (start-up, like the cluster's).
 
 Each map runs in a fresh child process, as `landcover map` would; peak RSS is the sum over that
 process and its children (dask workers, demo servers), sampled every 0.2 s, so the torch this
@@ -22,18 +22,30 @@ for a full tile. Figures are ratios measured in one run, so they travel between 
 
 The full tile is mapped one window per 1.2 km cell (``--cell-size 1200 --stride 120 --no-dense``),
 so its cells are the model's patches and patches/s compare with the model-only rate. It is
-mapped twice (issue #12 item 4, "reads at the speed of the disk"): reading the COGs at full
-resolution (``full_tile``) and at the overview level the card's input pixel allows
-(``full_tile_ovr<m>``, :func:`pipeline.load.read_resolution_for`: 20 m for 120 px -> 32 px).
+mapped three times (issue #12 item 4, "reads at the speed of the disk"): reading the COGs at full
+resolution (``full_tile``, ``--read-resolution 10``); at the overview level the card's input pixel
+allows, upsampled to the 10 m grid before classifying, in blocks of 9.6 km (``full_tile_ovr<m>_upsampled``,
+the way before); and as the run reads by default (``full_tile_ovr<m>``): the same overview read,
+classified from the coarse planes themselves (60 px windows resized by the card to 32 px), in blocks
+of as many coarse pixels, i.e. twice the ground.
 Beside each map, in the same run and on a LocalCluster of the same workers: the composite stage
-alone (``pipeline.load.load_block`` of every block, no model) and a plain rasterio windowed read
-of the same COGs at the same resolution (every band the card needs + SCL of every scene a block
-touches, no reprojection, no compositing), the decoder's limit on this machine.
+alone (``pipeline.load.load_block`` of every block as the map reads it, no model) and a plain
+rasterio windowed read of the same COGs at the same resolution (every band the card needs + SCL of
+every scene a block touches, no reprojection, no compositing), the decoder's limit on this machine.
 ``composite_vs_read_limit`` = read-limit time / composite time (1.0: compositing costs nothing
 beyond decoding); ``*_cpu`` figures are the same in CPU seconds of the workers (``cpu_s`` of a map:
-its processes'), which a shared, busy machine disturbs far less than wall time. ``cells_changed`` counts full-tile cells whose class differs between the two
-maps; ``demo_ovr<m>/...`` does the same on the demo AOI from composites computed here (argmax of
-the compact model on 1.2 km windows, and the largest reflectance difference).
+its processes'), which a shared, busy machine disturbs far less than wall time. ``cells_changed``
+counts full-tile cells whose class differs from the full-resolution map; ``demo_ovr<m>/...`` does
+the same on the demo AOI from composites computed here (argmax of the compact model on 1.2 km
+windows, classified as the run does and, ``_upsampled``, from 10 m planes), and the largest
+reflectance difference.
+
+The model alone (:func:`model_rates`): the median of three timings of 640 patches in this process
+on torch's own threads (one per core), the figure every overhead here is measured against; and
+one thread's rate times the workers, as the single-threaded workers run it, a stricter reference
+(``overhead_vs_one_thread_x_workers``). Each full-tile map is bracketed by these timings, taken
+right before and right after it (``<row>/model_only_patches_per_s``, their mean): the speed of
+this machine drifts by +-10% over minutes.
 """
 
 from __future__ import annotations
@@ -309,8 +321,7 @@ def read_study(cfg: MapConfig, upsample: bool = False) -> dict[str, float]:
             "cells_per_block": float(grid.cells_per_chunk)}
 
 
-def full_tile_reads(aoi: Path, model: Path, workers: int, stac_url: str, model_only: float,
-                    read_resolution: float) -> dict[str, float]:
+def full_tile_reads(aoi: Path, model: Path, workers: int, stac_url: str, read_resolution: float) -> dict[str, float]:
     """Full-resolution vs overview reads of the full tile: the map, the composite stage alone and
     the plain-read limit for each (see the module docstring). The overview read runs as the map
     runs by default (classified from the coarse planes, blocks of twice the ground) and, for
@@ -324,8 +335,15 @@ def full_tile_reads(aoi: Path, model: Path, workers: int, stac_url: str, model_o
     classes: list = []
     spawn = multiprocessing.get_context("spawn")
     for label, extra, upsample in variants:
+        # The model alone right before and right after the map: this machine's speed drifts by
+        # +-10% over minutes, and the ratio should compare the two at the same time.
+        before = model_rates(model, workers)
         figures |= bench_map(aoi, model, label, workers, stac_url=stac_url, upsample=upsample, classes_out=classes,
                              **WINDOW_MAP, **extra)
+        after = model_rates(model, workers)
+        model_only, one_thread_x_workers = ((a + b) / 2 for a, b in zip(before, after, strict=True))
+        figures[f"{label}/model_only_patches_per_s"] = round(model_only, 2)
+        figures[f"{label}/model_only_one_thread_x_workers_patches_per_s"] = round(one_thread_x_workers, 2)
         with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
             cfg = MapConfig(aoi=aoi, out=Path(tmp) / "map", source="local", stac_url=stac_url, model=model,
                             workers=workers, **WINDOW_MAP, **extra)
@@ -336,6 +354,8 @@ def full_tile_reads(aoi: Path, model: Path, workers: int, stac_url: str, model_o
             f"{label}/blocks": int(stages["blocks"]),
             f"{label}/cells_per_block_side": int(stages["cells_per_block"]),
             f"{label}/overhead_vs_model_only": round(1 - figures[f"{label}/patches_per_s_load+infer"] / model_only, 3),
+            f"{label}/overhead_vs_one_thread_x_workers": round(
+                1 - figures[f"{label}/patches_per_s_load+infer"] / one_thread_x_workers, 3),
             f"{label}/read_limit_s": round(read_s, 2),
             f"{label}/read_limit_patches_per_s": round(stages["cells"] / read_s, 1),
             f"{label}/read_limit_mpx_read": round(stages["pixels_decoded"] / 1e6, 1),
@@ -415,6 +435,25 @@ def demo_cell_changes(world, model: Path, read_resolution: float, min_clear: flo
     }
 
 
+def model_rates(model: Path, workers: int) -> tuple[float, float]:
+    """The model alone in this process: the median of three timings of 640 patches on torch's own
+    threads (one per core), and one thread's rate (three timings of 320) times ``workers``, as
+    the single-threaded workers run it: the stricter reference, since torch's threads in one
+    process scale less than linearly."""
+    import torch
+
+    from benchmarks.models import model_only_patches_per_second
+
+    rate = float(np.median([model_only_patches_per_second(model, 32, batches=20) for _ in range(3)]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = float(np.median([model_only_patches_per_second(model, 32, batches=10) for _ in range(3)]))
+    finally:
+        torch.set_num_threads(threads)
+    return rate, one * workers
+
+
 # Random-weight architectures mapped on the demo AOI besides the given weights: name -> (how to
 # write the checkpoint, model-only batch size and timed batches on CPU). Rows "<name>_demo_aoi".
 RANDOM_MODELS: dict[str, tuple[Callable[[Path], Path], int, int]] = {
@@ -446,9 +485,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     workers = local_worker_count(args.workers)
     card = ModelCard.read(card_path(args.model))
     read_resolution = read_resolution_for(card.window_px, card.patch_size)
-    model_only = model_only_patches_per_second(args.model, 32, batches=6)
+    model_only, one_thread_x_workers = model_rates(args.model, workers)
     figures = {"model_only/patches_per_s": round(model_only, 2), "workers": workers,
-               "load_average_1min_at_start": round(psutil.getloadavg()[0], 2)}
+               "load_average_1min_at_start": round(psutil.getloadavg()[0], 2),
+               "model_only/patches_per_s_one_thread_x_workers": round(one_thread_x_workers, 2)}
     world = generate_world()
     if read_resolution > 10.0:
         figures |= demo_cell_changes(world, args.model, read_resolution)
@@ -467,20 +507,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp, serve_world(big) as served:
             aoi = full_tile_aoi(big, Path(tmp) / "tile.geojson")
             if read_resolution > 10.0:
-                figures |= full_tile_reads(aoi, args.model, workers, served.stac_url, model_only, read_resolution)
+                figures |= full_tile_reads(aoi, args.model, workers, served.stac_url, read_resolution)
             else:
                 figures |= bench_map(aoi, args.model, "full_tile", workers, stac_url=served.stac_url, **WINDOW_MAP)
             if not args.no_seed and not args.only_reads:  # 20 x 20 cells: enough blocks that start-up and the last block do not dominate
                 square = full_tile_aoi(big, Path(tmp) / "square.geojson", side_m=24_000)
-                figures |= bench_map(square, random_seed_model(Path(tmp)), "seed_24km", workers, stac_url=served.stac_url)
+                figures |= bench_map(square, random_seed_model(Path(tmp)), "seed_24km", workers, stac_url=served.stac_url,
+                                     **WINDOW_MAP)
     figures["load_average_1min_at_end"] = round(psutil.getloadavg()[0], 2)
-    for label, reference in (
-        ("demo_aoi", "model_only"), ("full_tile", "model_only"),
-        ("seed_demo_aoi", "seed_model_only"), ("seed_24km", "seed_model_only"),
-        ("reben_demo_aoi", "reben_model_only"),
-    ):
+    # Only maps of one window per cell have patches/s to set against the model's: the demo AOI
+    # rows map 100 m cells from overlapping windows (cells/s there, not windows/s).
+    for label, reference in (("full_tile", "model_only"), ("seed_24km", "seed_model_only")):
         rate = figures.get(f"{label}/patches_per_s_load+infer")
-        if rate:
+        if rate and f"{label}/overhead_vs_model_only" not in figures:  # full_tile_reads measured its own
             figures[f"{label}/overhead_vs_model_only"] = round(1 - rate / figures[f"{reference}/patches_per_s"], 3)
     console.print_json(json.dumps(figures))
     return figures

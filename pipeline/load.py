@@ -630,15 +630,19 @@ def composite_block(
     clear = ~masked[scl]
     for band in dn:
         clear &= band != NODATA_DN
-    valid = clear.sum(axis=0)
+    valid = clear.sum(axis=0, dtype=np.intp)
+    picks = _median_picks(valid, clear.shape[0])
+    # +inf where not clear, so those sort after every clear value: one addition per band (x + 0
+    # is x exactly) instead of a masked assignment, which costs ~15x more.
+    unclear = np.where(clear, np.float32(0), np.float32(np.inf))
     out = np.empty((len(dn) + 1, *scl.shape[1:]), dtype=np.float32)
     off = offset_dn[:, None, None]
+    reflectance = np.empty(scl.shape, dtype=np.float32)  # one buffer for every band
     for i, band in enumerate(dn):
-        reflectance = band.astype(np.float32)
-        reflectance -= off
+        np.subtract(band, off, out=reflectance, dtype=np.float32)
         reflectance *= scales[i][:, None, None]
-        reflectance[~clear] = np.inf  # sorts after every clear value
-        out[i] = _median_of_sorted_prefix(reflectance, valid)
+        reflectance += unclear
+        out[i] = _median_of_sorted_prefix(reflectance, valid, picks)
     out[-1] = np.minimum(valid, 255)
     return out
 
@@ -661,12 +665,25 @@ def median_composite(stack: np.ndarray, axis: int = -1) -> np.ndarray:
     return _median_of_sorted_prefix(np.where(missing, np.float32(np.inf), stack), valid)
 
 
-def _median_of_sorted_prefix(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _median_picks(valid: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the median of ``valid`` sorted values of ``n`` sits in a (n, H, W) stack: flat
+    indices (H, W) of the lower and upper middle value, and the pixels with no value. The same for
+    every band of a block; a flat ``take`` is ~5x faster than ``take_along_axis``."""
+    plane = valid.size
+    base = np.arange(plane, dtype=np.intp).reshape(valid.shape)
+    lo = (np.maximum(valid, 1) - 1) // 2
+    hi = np.minimum(valid // 2, n - 1)
+    return lo * plane + base, hi * plane + base, valid == 0
+
+
+def _median_of_sorted_prefix(values: np.ndarray, valid: np.ndarray,
+                             picks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Median along axis 0 of the ``valid`` finite values of each pixel; missing ones are +inf.
 
     Sorted in place. A composite has a handful of dates, so up to :data:`_NETWORK_MAX_DATES`
     they are ordered by a sorting network of element-wise min/max, about twice as fast as
     ``np.sort``; the median of n values then sits at (n-1)//2 and n//2. NaN where ``valid`` is 0.
+    ``picks`` (:func:`_median_picks` of ``valid``) saves recomputing them band after band.
     """
     n = values.shape[0]
     if n == 0:
@@ -680,10 +697,12 @@ def _median_of_sorted_prefix(values: np.ndarray, valid: np.ndarray) -> np.ndarra
                 values[j] = scratch
     else:
         values.sort(axis=0)
-    lo = np.take_along_axis(values, (np.maximum(valid, 1) - 1)[None] // 2, axis=0)[0]
-    hi = np.take_along_axis(values, np.minimum(valid // 2, n - 1)[None], axis=0)[0]
-    out = (lo + hi) * np.float32(0.5)
-    out[valid == 0] = np.nan
+    lo_index, hi_index, empty = picks if picks is not None else _median_picks(valid, n)
+    flat = values.reshape(-1)  # a view: ``values`` is one contiguous stack
+    out = flat.take(lo_index)
+    out += flat.take(hi_index)
+    out *= np.float32(0.5)
+    out[empty] = np.nan
     return out
 
 

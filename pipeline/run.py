@@ -309,7 +309,9 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
             def load_model_once() -> None:
                 nonlocal model_loaded
                 if not model_loaded:  # a run whose blocks are all stored never needs the model
+                    lap("load+infer")
                     load_model_on_workers(client, model)
+                    lap("model")  # start-up, like the cluster's: not part of the per-block rate
                     model_loaded = True
 
             read_res = read_resolution(cfg, card)

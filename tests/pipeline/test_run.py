@@ -55,6 +55,13 @@ def test_the_demo_aoi_spans_both_utm_zones_and_maps_onto_one_grid(demo_map):
     assert (classes[~inside] == 0).all()
 
 
+def test_the_run_times_each_stage_and_keeps_the_workers_model_loading_out_of_the_block_work(demo_map):
+    stages = list(demo_map.timings)
+    assert stages[:5] == ["aoi", "search", "plan", "cluster", "offsets"]
+    assert {"load+infer", "model", "export", "shutdown"} <= set(stages)
+    assert all(seconds >= 0 for seconds in demo_map.timings.values())
+
+
 def test_every_output_is_written_and_opens_correctly(demo_map):
     out = demo_map.out
     assert {p.name for p in out.iterdir()} == EXPECTED_FILES
