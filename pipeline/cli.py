@@ -111,7 +111,8 @@ def map_command(
         aoi=aoi, out=out, source=source, stac_url=stac_url, collection=collection,
         start=_date(start, "start"), end=_date(end, "end"),
         max_cloud=max_cloud, max_items_per_tile=max_items_per_tile, model=model, scheduler=scheduler,
-        workers=workers, crs=crs, read_resolution=read_resolution, cell_size=cell_size, stride=stride, dense=dense, blend=blend, min_clear=min_clear, device=device,
+        workers=workers, crs=crs, read_resolution=read_resolution, cell_size=cell_size, stride=stride, dense=dense,
+        blend=blend, min_clear=min_clear, device=device,
         batch_size=batch_size, overwrite=overwrite, save_composite=save_composite, demo_layout=layout,
     )
     if plan:

@@ -50,7 +50,9 @@ class MapConfig(BaseModel):
     stride: int | None = Field(None, gt=0, description="pixels between window origins; default: a third of the window")
     dense: bool = Field(True, description="apply the classifier head at every position of its last feature map")
     blend: Literal["box", "hann", "gaussian"] = Field("gaussian", description="weight of a window's pixels when blending")
-    cells_per_chunk: int | None = Field(None, ge=1, le=4096, description="block side in cells; default: about 9.6 km")
+    cells_per_chunk: int | None = Field(
+        None, ge=1, le=4096, description="block side in cells; default: about 9.6 km (19.2 km when classified from 20 m reads)"
+    )
     min_clear: float = Field(0.5, ge=0, le=1)
     device: Device = "auto"
     batch_size: int | None = Field(None, ge=1)
