@@ -40,12 +40,14 @@ the same on the demo AOI from composites computed here (argmax of the compact mo
 windows, classified as the run does and, ``_upsampled``, from 10 m planes), and the largest
 reflectance difference.
 
-The model alone (:func:`model_rates`): the median of three timings of 640 patches in this process
-on torch's own threads (one per core), the figure every overhead here is measured against; and
-one thread's rate times the workers, as the single-threaded workers run it, a stricter reference
-(``overhead_vs_one_thread_x_workers``). Each full-tile map is bracketed by these timings, taken
-right before and right after it (``<row>/model_only_patches_per_s``, their mean): the speed of
-this machine drifts by +-10% over minutes.
+The model alone (:func:`model_rates`), timed in a fresh process started with the dask workers'
+malloc settings, as the workers run it (without them the model runs ~20% slower at first and
+speeds up as glibc adapts, so in-process timings drifted upwards over a benchmark): the median of
+three timings of 640 patches on torch's own threads (one per core), the figure every overhead here
+is measured against; and one thread's rate times the workers, as the single-threaded workers run
+it, a stricter reference (``overhead_vs_one_thread_x_workers``). Each full-tile map is bracketed
+by these timings, taken right before and right after it (``<row>/model_only_patches_per_s``,
+their mean).
 """
 
 from __future__ import annotations
@@ -435,23 +437,53 @@ def demo_cell_changes(world, model: Path, read_resolution: float, min_clear: flo
     }
 
 
-def model_rates(model: Path, workers: int) -> tuple[float, float]:
-    """The model alone in this process: the median of three timings of 640 patches on torch's own
-    threads (one per core), and one thread's rate (three timings of 320) times ``workers``, as
-    the single-threaded workers run it: the stricter reference, since torch's threads in one
-    process scale less than linearly."""
+def in_worker_like_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a fresh process started with the dask workers' malloc settings
+    (:data:`pipeline.cluster.WORKER_MALLOC_ENV`), so the model alone runs as the workers run it.
+
+    glibc reads them at start-up. Without them every large tensor of a batch is a fresh mmap,
+    page-faulted in again: the model alone measured ~20% slower here, until glibc's dynamic mmap
+    threshold rose after a while (which made in-process timings drift upwards over a benchmark)."""
+    import os
+
+    from pipeline.cluster import WORKER_MALLOC_ENV
+
+    saved = {key: os.environ.get(key) for key in WORKER_MALLOC_ENV}
+    os.environ.update(WORKER_MALLOC_ENV)
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(fn, *args).result()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _model_rates_here(model: Path, workers: int) -> tuple[float, float]:
     import torch
 
     from benchmarks.models import model_only_patches_per_second
 
     rate = float(np.median([model_only_patches_per_second(model, 32, batches=20) for _ in range(3)]))
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        one = float(np.median([model_only_patches_per_second(model, 32, batches=10) for _ in range(3)]))
-    finally:
-        torch.set_num_threads(threads)
+    one = float(np.median([model_only_patches_per_second(model, 32, batches=10) for _ in range(3)]))
     return rate, one * workers
+
+
+def model_rates(model: Path, workers: int) -> tuple[float, float]:
+    """The model alone, as the workers run it (:func:`in_worker_like_process`): the median of three
+    timings of 640 patches on torch's own threads (one per core), and one thread's rate (three
+    timings of 320) times ``workers``, as the single-threaded workers run it: the stricter
+    reference, since torch's threads in one process scale less than linearly."""
+    return in_worker_like_process(_model_rates_here, model, workers)
+
+
+def _model_rate_here(model: Path, batch: int, batches: int) -> float:
+    from benchmarks.models import model_only_patches_per_second
+
+    return model_only_patches_per_second(model, batch, batches=batches)
 
 
 # Random-weight architectures mapped on the demo AOI besides the given weights: name -> (how to
@@ -474,7 +506,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     # Imported here, not at the top: each map runs in a spawned child that re-imports this
     # module, and torch there would add ~0.5 GiB to the peak RSS a real `landcover map` never has.
-    from benchmarks.models import model_only_patches_per_second
     from pipeline.cluster import local_worker_count
     from pipeline.demo import generate_world, serve_world
 
@@ -499,7 +530,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             path = write_model(Path(tmp))
-            rate = model_only_patches_per_second(path, batch, batches=batches)
+            rate = in_worker_like_process(_model_rate_here, path, batch, batches)
             figures[f"{name}_model_only/patches_per_s"] = round(rate, 2)
             figures |= bench_map(world.aoi_path, path, f"{name}_demo_aoi", workers)
     if args.full_tile:
