@@ -32,6 +32,8 @@ from pipeline.search import check_collection
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+# A region's maps are on MapConfig's default 10 m grid.
+GRID_RESOLUTION_M = MapConfig.model_fields["resolution"].default
 
 
 class RegionError(LandcoverError):
@@ -113,6 +115,9 @@ class Region(BaseModel):
     cluster: str | None = Field(None, description="address of an existing dask scheduler")
     workers: int | None = Field(None, ge=1)
     cell_size: float = Field(100.0, gt=0, description="output cell size in metres (see `landcover map --cell-size`)")
+    read_resolution: float | None = Field(
+        None, gt=0, description="metres to read the COGs at (see `landcover map --read-resolution`); default: as the card allows"
+    )
     stride: int | None = Field(None, gt=0, description="pixels between window origins; default: a third of the window")
     dense: bool = True
     blend: Literal["box", "hann", "gaussian"] = "gaussian"
@@ -153,6 +158,15 @@ class Region(BaseModel):
         except SearchError as exc:  # refused when the file is read, not when the run searches
             raise ValueError(str(exc)) from None
 
+    @field_validator("read_resolution")
+    @classmethod
+    def _read_resolution(cls, value: float | None) -> float | None:
+        factor = None if value is None else value / GRID_RESOLUTION_M
+        if factor is not None and (factor < 1 - 1e-9 or abs(factor - round(factor)) > 1e-9):
+            raise ValueError(f"{value:g} is not a whole multiple of the grid's {GRID_RESOLUTION_M:g} m; write e.g. 10 or 20, "
+                             "or leave it out to read as the model card allows")
+        return value
+
     @field_validator("stac_url", "cluster")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -168,7 +182,7 @@ class Region(BaseModel):
             start=start, end=end,
             max_cloud=self.max_cloud, max_items_per_tile=self.max_items_per_tile, model=self.model,
             scheduler=self.cluster, workers=self.workers, cells_per_chunk=self.cells_per_chunk, cell_size=self.cell_size,
-            stride=self.stride, dense=self.dense, blend=self.blend,
+            stride=self.stride, dense=self.dense, blend=self.blend, read_resolution=self.read_resolution,
             min_clear=self.min_clear, device=self.device, overwrite=True,
         )
 

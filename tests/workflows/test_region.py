@@ -43,6 +43,13 @@ def test_the_map_config_of_a_run_date_carries_the_window_and_settings(tmp_path):
     assert cfg.collection == "sentinel-2-l2a"  # the default
 
 
+def test_the_read_resolution_of_a_region_reaches_its_map_runs(tmp_path):
+    region = load_region(_write(tmp_path, {**region_dict(tmp_path / "maps"), "read_resolution": 10}))
+    assert region.map_config(tmp_path / "aoi.geojson", tmp_path / "out", date(2024, 7, 5)).read_resolution == 10
+    default = load_region(_write(tmp_path, region_dict(tmp_path / "maps")))
+    assert default.map_config(tmp_path / "aoi.geojson", tmp_path / "out", date(2024, 7, 5)).read_resolution is None
+
+
 def test_the_collection_of_a_region_reaches_its_map_runs(tmp_path):
     region = load_region(_write(tmp_path, {**region_dict(tmp_path / "maps"), "collection": "sentinel-2-c1-l2a"}))
     assert region.map_config(tmp_path / "aoi.geojson", tmp_path / "out", date(2024, 7, 5)).collection == "sentinel-2-c1-l2a"
@@ -77,6 +84,7 @@ def test_a_season_window_is_its_latest_occurrence_up_to_the_run_date(season, as_
         ({"cluster": "scheduler:8786"}, "not an address"),
         ({"collection": "sentinel-s2-l2a-cogs"}, "collection: collection 'sentinel-s2-l2a-cogs' is Earth Search v0"),
         ({"schedule": None}, "missing key 'schedule'"),
+        ({"read_resolution": 15}, "read_resolution: 15 is not a whole multiple of the grid's 10 m"),
     ],
 )
 def test_a_bad_region_is_one_line_naming_the_file_and_the_problem(tmp_path, change, message):
