@@ -83,12 +83,9 @@ class MapConfig(BaseModel):
     def _window(self) -> MapConfig:
         if self.start and self.end and self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")
-        if self.read_resolution is not None:
-            factor = self.read_resolution / self.resolution
-            if factor < 1 - 1e-9 or abs(factor - round(factor)) > 1e-9:
-                raise PydanticCustomError(WHOLE_LINE_ERROR, "{line}", {"line": (
-                    f"--read-resolution {self.read_resolution:g} must be a whole multiple of the grid's {self.resolution:g} m "
-                    f"(e.g. {self.resolution:g} or {2 * self.resolution:g}), or omitted to read as the model card allows")})
+        problem = read_resolution_problem(self.read_resolution, self.resolution)
+        if problem:
+            raise PydanticCustomError(WHOLE_LINE_ERROR, "{line}", {"line": f"--read-resolution {problem}"})
         return self
 
     def date_window(self, today: date | None = None) -> tuple[date, date]:
@@ -102,6 +99,18 @@ class MapConfig(BaseModel):
         else:
             start = end - timedelta(days=DEFAULT_WINDOW_DAYS)
         return start, end
+
+
+def read_resolution_problem(read_resolution: float | None, resolution: float) -> str | None:
+    """Why the COGs cannot be read at ``read_resolution`` metres onto a grid of ``resolution``
+    (it must be a whole multiple of it), or None if they can."""
+    if read_resolution is None:
+        return None
+    factor = read_resolution / resolution
+    if factor >= 1 - 1e-9 and abs(factor - round(factor)) <= 1e-9:
+        return None
+    return (f"{read_resolution:g} is not a whole multiple of the grid's {resolution:g} m; write e.g. {resolution:g} or "
+            f"{2 * resolution:g}, or leave it out to read as the model card allows")
 
 
 def grid_crs_problem(value: str) -> str | None:

@@ -26,7 +26,7 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.config import MapConfig, Source
+from pipeline.config import MapConfig, Source, read_resolution_problem
 from pipeline.errors import LandcoverError, SearchError
 from pipeline.search import check_collection
 
@@ -161,10 +161,9 @@ class Region(BaseModel):
     @field_validator("read_resolution")
     @classmethod
     def _read_resolution(cls, value: float | None) -> float | None:
-        factor = None if value is None else value / GRID_RESOLUTION_M
-        if factor is not None and (factor < 1 - 1e-9 or abs(factor - round(factor)) > 1e-9):
-            raise ValueError(f"{value:g} is not a whole multiple of the grid's {GRID_RESOLUTION_M:g} m; write e.g. 10 or 20, "
-                             "or leave it out to read as the model card allows")
+        problem = read_resolution_problem(value, GRID_RESOLUTION_M)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("stac_url", "cluster")
