@@ -352,3 +352,45 @@ def test_composite_block_masks_the_scl_classes_it_is_given_and_none_when_given_n
     unmasked = composite_block(red, scl, mask_scl=(), **kwargs)
     np.testing.assert_allclose(unmasked[0, 0], [0.2, 0.2])
     np.testing.assert_array_equal(unmasked[1, 0], [2, 2])
+
+
+@pytest.mark.parametrize("resampling", ["bilinear", "nearest", "cubic"])
+def test_a_scene_of_the_neighbouring_zone_is_warped_from_memory_with_gdals_pixels(tmp_path, resampling):
+    """A warp across UTM zones reads the source window it needs and warps it in memory, without a
+    nodata value when the window has none and the kernel cannot overshoot (GDAL's fast kernels):
+    the pixels are GDAL's own masked warp's, over clean ground, over nodata pixels and off the
+    raster's edge."""
+    import rasterio.warp
+    from rasterio.enums import Resampling
+
+    from pipeline.load import _warp_window
+
+    warp = getattr(rasterio.warp.reproject, "__wrapped__", rasterio.warp.reproject)  # GDAL's, unwrapped
+    rng = np.random.default_rng(3)
+    dn = rng.integers(200, 4000, (400, 400)).astype(np.uint16)
+    dn[300:, 300:] = 0  # a nodata corner, as at a swath edge
+    path = tmp_path / "zone33.tif"
+    profile = dict(driver="COG", width=400, height=400, count=1, dtype="uint16", crs="EPSG:32633", nodata=0,
+                   transform=from_origin(250_000, 5_050_000, 20, 20), blocksize=128, compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(dn, 1)
+    x, y = Transformer.from_crs(32633, 32632, always_xy=True).transform(250_000, 5_050_000)
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return warp(*args, **kwargs)
+
+    corners = {"clean": (x + 1000, y - 1000), "nodata": (x + 5000, y - 5000), "off the edge": (x - 1000, y + 1000)}
+    with rasterio.open(path) as src:
+        for where, (left, top) in corners.items():
+            kwargs = dict(src_nodata=0, dst_nodata=0, dst_crs="EPSG:32632", resampling=Resampling[resampling],
+                          dst_transform=from_origin(round(left, -1), round(top, -1), 20, 20), XSCALE=1, YSCALE=1)
+            ours, gdals = np.full((100, 120), 7, np.uint16), np.zeros((100, 120), np.uint16)
+            assert _warp_window(rasterio.band(src, 1), ours, dict(kwargs), spy), where
+            warp(rasterio.band(src, 1), gdals, **kwargs)
+            np.testing.assert_array_equal(ours, gdals, err_msg=where)
+            assert (ours > 0).any() and ((ours == 0).any() == (where != "clean")), where
+            # The fast kernels wherever no source pixel is nodata (the raster's edge is no reason not
+            # to), but never for a kernel that can overshoot onto the nodata value.
+            assert ("src_nodata" in calls[-1]) == (where == "nodata" or resampling == "cubic"), where
