@@ -381,9 +381,9 @@ def load_block(
     """The lazy (bands + 1, H, W) float32 composite planes of one block's ``geobox`` in one chunk:
     the bands' median clear reflectance, then the clear-observation count (as :func:`load_composite`).
 
-    A streamed run builds this graph for each block as it submits it, so the client never holds
-    the graph of the whole area; the pixels equal those of :func:`load_composite` over any chunking
-    (with the same ``read_resolution``).
+    One task (:func:`read_block`) reads and composites it where it runs; a streamed run builds it
+    for each block as it submits it, so the client never holds the graph of the whole area. The
+    pixels equal those of :func:`load_composite` over any chunking (with the same ``read_resolution``).
 
     ``read_resolution`` (metres, a whole multiple of the geobox's; None or equal: full resolution):
     read, mask and composite on that coarser grid, so GDAL decodes the COGs' matching overview
@@ -408,13 +408,68 @@ def load_block(
         if coarse is None:
             raise LoadError(f"block {geobox.shape} at {tuple(geobox.affine)[:6]} is not whole {read_resolution:g} m pixels "
                             "of the read lattice; read it with upsample=True")
-        _, planes = _composite(usable, coarse, dict(zip(("y", "x"), coarse.shape, strict=True)), offsets=offsets,
-                               bands=bands, mask_scl=mask_scl, resampling=resampling)
-        return planes
-    ny, nx = geobox.shape
-    _, planes = _composite(usable, geobox, {"y": ny, "x": nx}, offsets=offsets, bands=bands,
-                           mask_scl=mask_scl, resampling=resampling, read_resolution=read_resolution)
-    return planes
+        shape = coarse.shape
+    else:
+        shape = geobox.shape
+    args = (usable, geobox, {item.id: offsets[item.id] for item in usable}, tuple(bands), tuple(mask_scl), resampling,
+            factor, upsample)
+    # Named from what decides the pixels (items by id), so the key is cheap and stable.
+    token = dask.base.tokenize([item.id for item in usable], tuple(geobox.affine), geobox.shape, str(geobox.crs), *args[2:])
+    name = f"block-{token}"
+    return da.Array({(name, 0, 0, 0): (read_block, *args)}, name, chunks=((len(bands) + 1,), (shape[0],), (shape[1],)),
+                    dtype=np.float32)
+
+
+def read_block(
+    items: Sequence[pystac.Item],
+    geobox: GeoBox,
+    offsets: Mapping[str, int],
+    bands: Sequence[str],
+    mask_scl: Sequence[int],
+    resampling: str,
+    factor: int,
+    upsample: bool,
+) -> np.ndarray:
+    """:func:`load_block`'s pixels, read here and now: every band of every item through odc-stac,
+    composited (and upsampled, if asked) in this one call.
+
+    One task per block: its reads never travel between workers to meet for the composite, and
+    the scheduler handles two tasks per block (this and the classification) instead of a dozen.
+    """
+    if factor > 1:
+        coarse, offset = coarse_geobox(geobox, factor, halo=0 if not upsample else 1)
+        planes = _read_and_composite(items, coarse, offsets, bands, mask_scl, resampling)
+        if not upsample:
+            return planes
+        return upsample_planes(planes, factor=factor, offset=offset, shape=geobox.shape, resampling=resampling)
+    return _read_and_composite(items, geobox, offsets, bands, mask_scl, resampling)
+
+
+def _read_and_composite(items: Sequence[pystac.Item], geobox: GeoBox, offsets: Mapping[str, int],
+                        bands: Sequence[str], mask_scl: Sequence[int], resampling: str) -> np.ndarray:
+    with rasterio.Env(**GDAL_OPTIONS):
+        raw = odc.stac.load(items, geobox=geobox, **_load_options(bands, resampling))
+    return composite_block(
+        *(raw[band].values for band in bands), raw["scl"].values,
+        offset_dn=np.array([offsets[item.id] for item in items], dtype=np.float32),
+        scales=np.array([[band_scale(item, band) for item in items] for band in bands], dtype=np.float32),
+        mask_scl=tuple(mask_scl),
+    )
+
+
+def _load_options(bands: Sequence[str], resampling: str) -> dict[str, Any]:
+    """odc-stac's options for a composite's read: one time slice per item, in the order given (so
+    slice k takes items[k]'s offset), every asset as uint16 DN."""
+    return dict(
+        bands=[*bands, "scl"],
+        groupby=_own_slice,
+        # The model card decides (reBEN upsamples 20 m bands with nearest); classes never blend.
+        resampling={"scl": "nearest", "*": resampling},
+        nodata=NODATA_DN,
+        # One dtype for all: SCL fits in uint16, and odc-loader 0.5 mis-sizes chunks given a per-band dict.
+        dtype="uint16",
+        fail_on_error=True,
+    )
 
 
 def exact_coarse_geobox(geobox: GeoBox, factor: int) -> GeoBox | None:
@@ -490,20 +545,7 @@ def _composite(
                                  resampling=resampling)
         return raw, _upsampled(planes, factor, offset, geobox.shape, resampling)
     with rasterio.Env(**GDAL_OPTIONS):  # captured into the graph by odc-stac, restored in each task
-        raw = odc.stac.load(
-            usable,
-            bands=[*bands, "scl"],
-            geobox=geobox,
-            chunks={"time": len(usable), **chunks},
-            # One time slice per item, in the order given, so slice k takes items[k]'s offset.
-            groupby=_own_slice,
-            # The model card decides (reBEN upsamples 20 m bands with nearest); classes never blend.
-            resampling={"scl": "nearest", "*": resampling},
-            nodata=NODATA_DN,
-            # One dtype for all: SCL fits in uint16, and odc-loader 0.5 mis-sizes chunks given a per-band dict.
-            dtype="uint16",
-            fail_on_error=True,
-        )
+        raw = odc.stac.load(usable, geobox=geobox, chunks={"time": len(usable), **chunks}, **_load_options(bands, resampling))
     offset_dn = np.array([offsets[item.id] for item in usable], dtype=np.float32)
     scales = np.array([[band_scale(item, band) for item in usable] for band in bands], dtype=np.float32)
     planes = da.map_blocks(
@@ -727,9 +769,17 @@ def _median_picks(valid: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np
     every band of a block; a flat ``take`` is ~5x faster than ``take_along_axis``."""
     plane = valid.size
     base = np.arange(plane, dtype=np.intp).reshape(valid.shape)
-    lo = (np.maximum(valid, 1) - 1) // 2
-    hi = np.minimum(valid // 2, n - 1)
-    return lo * plane + base, hi * plane + base, valid == 0
+    # In place, and halved by a shift: numpy's integer // 2 measured ~3x slower on a 960 px block.
+    lo = np.maximum(valid, 1)
+    lo -= 1
+    lo >>= 1
+    hi = valid >> 1
+    np.minimum(hi, n - 1, out=hi)
+    lo *= plane
+    lo += base
+    hi *= plane
+    hi += base
+    return lo, hi, valid == 0
 
 
 def _median_of_sorted_prefix(values: np.ndarray, valid: np.ndarray,

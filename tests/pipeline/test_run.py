@@ -105,7 +105,7 @@ def _free_port() -> int:
 def test_an_existing_scheduler_runs_the_same_job_and_gpu_workers_only_classify(demo_world, demo_map, tiny_model, tmp_path):
     """`dask scheduler` and two `dask worker` processes reached by --scheduler, one of them
     started with `--resources GPU=1` (running on the CPU here): the map is the same, every
-    classification task ran on the GPU worker, and the reads and composites ran on both."""
+    classification task ran on the GPU worker, and the blocks' reads and composites ran on both."""
     from distributed import Client
 
     port = _free_port()
@@ -135,8 +135,7 @@ def test_an_existing_scheduler_runs_the_same_job_and_gpu_workers_only_classify(d
             key = record["key"][0] if isinstance(record["key"], tuple) else record["key"]
             ran.setdefault(key.split("-")[0], set()).add(names[record["worker"]])
         assert ran["classify"] == {"gpu"}
-        assert ran["composite"] == {"gpu", "cpu"}
-        assert ran["red"] == {"gpu", "cpu"}  # odc-stac's reads of the red band
+        assert ran["block"] == {"gpu", "cpu"}  # each block's reads and composite, one task
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
