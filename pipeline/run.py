@@ -25,6 +25,7 @@ from pipeline.config import MapConfig
 from pipeline.errors import LandcoverError
 from pipeline.export.staging import check_out_dir
 from pipeline.infer import (
+    READ_GROUP,
     BlockSpec,
     ChunkStore,
     ItemIndex,
@@ -35,6 +36,9 @@ from pipeline.infer import (
     gpu_group_size,
     iter_blocks,
     load_model_here,
+    read_group,
+    group_pixels,
+    pixels_footprint,
     DetailSpec,
     windows_per_block,
 )
@@ -154,29 +158,44 @@ def coverage_note(aoi: AOI, coverage: shapely.Geometry) -> str | None:
 
 @dataclass(frozen=True)
 class Work:
-    """One block of a run: its scenes, its content key and, when a store had it, its result."""
+    """One block of a run: its scenes, its content key and, when a store had it, its result; and
+    the pixels and scenes of the rectangle it is read with (its read group's; None: its own)."""
 
     block: BlockSpec
     items: list
     key: str
     stored: np.ndarray | None = None
+    read: tuple[slice, slice] | None = None
+    read_items: list | None = None
 
 
 def plan_work(grid: PatchGrid, index: ItemIndex, model: ModelRef, spec: DetailSpec,
               chunks: ChunkStore | None, *, lookahead: int = 256) -> Iterator[Work]:
     """The blocks of the map with their scenes and keys, planned as the run asks for them.
 
-    Within each run of ``lookahead`` blocks the fullest go first (dask runs roughly in submission
-    order), so a small map does not end with one worker finishing a full block while others idle.
+    Within each run of ``lookahead`` blocks the blocks of one read group (:func:`read_group`)
+    come together, and the fullest groups go first (dask runs roughly in submission order), so a
+    small map does not end with one worker finishing a full block while others idle.
     """
     batch: list[BlockSpec] = []
+    reads: dict[tuple[int, int], tuple[tuple[slice, slice], list]] = {}  # per read group, while its blocks come
 
     def flush() -> Iterator[Work]:
-        for block in sorted(batch, key=lambda b: -b.n_inside):
+        fullness: dict[tuple[int, int], int] = {}
+        for block in batch:
+            fullness[read_group(block)] = fullness.get(read_group(block), 0) + block.n_inside
+        for block in sorted(batch, key=lambda b: (-fullness[read_group(b)], read_group(b), b.index)):
             items = index.touching(block_footprint(block, grid))
             key = block_key(block, grid, [it.id for it in items], model, spec.min_clear, spec)
-            yield Work(block, items, key, chunks.get(key) if chunks is not None else None)
+            group = read_group(block)
+            if group not in reads:
+                pixels = group_pixels(grid, block)
+                reads[group] = pixels, index.touching(pixels_footprint(pixels, grid))
+            read, read_items = reads[group]
+            yield Work(block, items, key, chunks.get(key) if chunks is not None else None, read, read_items)
         batch.clear()
+        if len(reads) > 4 * lookahead:  # a group's blocks come at most one block row apart
+            reads.clear()
 
     for block in iter_blocks(grid):
         batch.append(block)
@@ -316,21 +335,20 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
 
             read_res = read_resolution(cfg, card)
 
-            def prepare(work: Work):
-                ys, xs = work.block.pixels
-                # A model that sees its window coarser than 10 m reads the COG overview just finer,
-                # and is handed those pixels themselves when the windows are whole pixels of it.
-                return load_block(work.items, grid.pixel_geobox[ys, xs], offsets=offsets, bands=tuple(card.bands),
-                                  resampling=card.resampling, read_resolution=read_res, upsample=spec.read_factor == 1)
+            def prepare(works: list[Work]) -> list:
+                return group_planes(works, grid, offsets, card, read_res, spec.read_factor)
 
             with map_export(
                 grid.cell_geobox, cfg.out, provenance=provenance, multi_label=card.task == "multi-label",
                 threshold=card.threshold, aoi=aoi.geometry, scenes=items, overwrite=cfg.overwrite, composite=composite,
             ) as export:
+                group = gpu_group_size(windows_per_block(grid, spec)) if info.gpu_workers else 1
                 stream = classify_stream(
                     client, plan_work(grid, index, model, spec, chunks), prepare, model, spec,
-                    gpu=info.gpu_workers > 0, in_flight=max(2, 2 * info.n_workers),
-                    group=gpu_group_size(windows_per_block(grid, spec)) if info.gpu_workers else 1,
+                    gpu=info.gpu_workers > 0, group=group,
+                    # Enough blocks in flight to keep every worker reading while others classify.
+                    in_flight=max(2, 2 * info.n_workers) * (READ_GROUP**2 if group == 1 else 1),
+                    read_key=lambda work: read_group(work.block), read_size=READ_GROUP**2,
                     before_first=load_model_once,
                 )
                 for work, values, fresh in stream:
@@ -354,6 +372,36 @@ def _run_map(cfg: MapConfig, aoi: AOI, console: Console, chunks: ChunkStore | No
         blocks_total=count.blocks, blocks_computed=computed, items=items,
         model_sha256=model.sha256, timings=timings,
     )
+
+
+def group_planes(works: list[Work], grid: PatchGrid, offsets: dict[str, int], card, read_res: float,
+                 read_factor: int) -> list:
+    """The lazy composite planes of each of ``works``, read and composited as one block over the
+    rectangle they span (one task): each work's planes are its window of them.
+
+    The rectangle and its scenes are the works' read group's (:attr:`Work.read`), else those the
+    works span. Scenes that miss a block only add never-clear dates there, so a block's planes
+    are those it gets read alone, except that reprojected pixels depend slightly on the rectangle
+    a warp fills (hence a rectangle fixed per group). A model that sees its window coarser than 10 m reads the COG overview
+    just finer, and is handed those pixels themselves (``read_factor`` > 1) when the windows are
+    whole pixels of it.
+    """
+    if works[0].read is not None:  # the read group's rectangle, as planned
+        if any(w.read != works[0].read for w in works):
+            raise ValueError("works read together must share their read rectangle")
+        (y0, y1), (x0, x1) = ((s.start, s.stop) for s in works[0].read)
+        items = works[0].read_items
+    else:  # the rectangle the works span
+        y0 = min(w.block.pixels[0].start for w in works)
+        y1 = max(w.block.pixels[0].stop for w in works)
+        x0 = min(w.block.pixels[1].start for w in works)
+        x1 = max(w.block.pixels[1].stop for w in works)
+        items = sorted({it.id: it for w in works for it in w.items}.values(), key=lambda it: it.id)
+    planes = load_block(items, grid.pixel_geobox[y0:y1, x0:x1], offsets=offsets, bands=tuple(card.bands),
+                        resampling=card.resampling, read_resolution=read_res, upsample=read_factor == 1)
+    f = read_factor
+    return [planes[:, (ys.start - y0) // f:(ys.stop - y0) // f, (xs.start - x0) // f:(xs.stop - x0) // f]
+            for ys, xs in (w.block.pixels for w in works)]
 
 
 def search_params(cfg: MapConfig, stac_url: str | None) -> SearchParams:

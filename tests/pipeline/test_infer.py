@@ -14,9 +14,11 @@ from pipeline.infer import (
     ModelRef,
     block_key,
     blocks_in_aoi,
+    group_pixels,
     iter_blocks,
     items_touching,
     plan_blocks,
+    read_group,
 )
 from pipeline.patches import plan_grid
 
@@ -60,6 +62,24 @@ def test_streamed_blocks_are_exactly_the_blocks_with_cells_in_the_aoi(grid):
     assert set(streamed) == {b.index for b in every if grid.inside_aoi[b.cells].any()}
     for block in every:
         assert (block.inside == grid.inside_aoi[block.cells]).all()
+
+
+def test_a_read_group_spans_the_rectangle_of_its_blocks_in_the_area():
+    """Blocks are read 2 x 2 at a time: every block of a group reads the same rectangle, the one
+    around the group's blocks with a cell in the area (so a triangle's corner group does not read
+    the block it misses), whichever of them a run still has to compute."""
+    triangle = parse_aoi({"type": "Polygon", "coordinates": [[[11.80, 45.30], [12.10, 45.30], [11.80, 45.42], [11.80, 45.30]]]})
+    grid = plan_grid(triangle, cells_per_chunk=2)
+    blocks = list(iter_blocks(grid))
+    groups: dict[tuple[int, int], list] = {}
+    for block in blocks:
+        groups.setdefault(read_group(block), []).append(block)
+    assert any(len(members) == 4 for members in groups.values()) and any(len(members) < 4 for members in groups.values())
+    for members in groups.values():
+        ys = slice(min(b.pixels[0].start for b in members), max(b.pixels[0].stop for b in members))
+        xs = slice(min(b.pixels[1].start for b in members), max(b.pixels[1].stop for b in members))
+        assert [group_pixels(grid, b) for b in members] == [(ys, xs)] * len(members)
+        assert all(b.index[0] // 2 == members[0].index[0] // 2 and b.index[1] // 2 == members[0].index[1] // 2 for b in members)
 
 
 def test_the_grid_is_clipped_to_the_scenes_footprints():

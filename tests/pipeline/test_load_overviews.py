@@ -281,3 +281,38 @@ def test_a_warp_onto_the_sources_own_grid_is_pasted_with_the_warpers_pixels(scen
         assert (pasted[:, :3] == 0).all() and (pasted[:, 3:67] > 0).all()
         half_pixel = {**kwargs, "dst_transform": from_origin(X0 + 10, Y0, 20, 20)}
         assert not _paste_aligned(rasterio.band(src, 1), pasted, half_pixel)  # left to the warper
+
+
+@pytest.mark.parametrize("read_resolution, read_factor", [(None, 1), (20.0, 1), (20.0, 2)])
+def test_blocks_read_as_a_group_get_the_planes_each_gets_read_alone(scenes, read_resolution, read_factor):
+    """A run reads 2 x 2 blocks with one task (fewer COG tiles decoded twice) and hands each block
+    its window of them: at full resolution, upsampled from the overview, and as coarse planes."""
+    from types import SimpleNamespace
+
+    from pipeline.aoi import parse_aoi
+    from pipeline.infer import group_pixels, iter_blocks, read_group
+    from pipeline.patches import plan_grid
+    from pipeline.run import Work, group_planes
+
+    items, offsets = scenes
+    to_lonlat = Transformer.from_crs(EPSG, 4326, always_xy=True)
+    left, top = X0 + 200, Y0 - 200  # 2 x 2 cells per block, 2 x 2 blocks per group
+    right, bottom = left + 480 - 20, top - 480 + 20
+    ring = [to_lonlat.transform(x, y) for x, y in [(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]]
+    grid = plan_grid(parse_aoi({"type": "Polygon", "coordinates": [ring]}), crs=f"EPSG:{EPSG}", window_px=12,
+                     stride_px=8, cells_per_chunk=2)
+    card = SimpleNamespace(bands=BANDS, resampling="bilinear")
+    res = read_resolution or 10.0
+    groups: dict[tuple[int, int], list[Work]] = {}
+    for block in iter_blocks(grid):
+        groups.setdefault(read_group(block), []).append(Work(block, items, "", read=group_pixels(grid, block),
+                                                             read_items=items))
+    assert len(groups) > 1 and max(len(g) for g in groups.values()) == 4
+    with dask.config.set(scheduler="synchronous"):
+        for works in groups.values():
+            together = dask.compute(*group_planes(works, grid, offsets, card, res, read_factor))
+            for work, planes in zip(works, together, strict=True):
+                (alone,) = dask.compute(*group_planes([Work(work.block, items, "")], grid, offsets, card, res, read_factor))
+                ys, xs = work.block.pixels
+                assert planes.shape == alone.shape == (4, (ys.stop - ys.start) // read_factor, (xs.stop - xs.start) // read_factor)
+                np.testing.assert_array_equal(planes, alone)

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from models.classes import CLASS_COLORS
 from pipeline.config import MapConfig
-from pipeline.infer import DirectoryChunkStore
+from pipeline.infer import DirectoryChunkStore, iter_blocks, read_group
 from pipeline.run import DEMO_WEIGHTS, run_map
 
 EXPECTED_FILES = {
@@ -135,7 +135,10 @@ def test_an_existing_scheduler_runs_the_same_job_and_gpu_workers_only_classify(d
             key = record["key"][0] if isinstance(record["key"], tuple) else record["key"]
             ran.setdefault(key.split("-")[0], set()).add(names[record["worker"]])
         assert ran["classify"] == {"gpu"}
-        assert ran["block"] == {"gpu", "cpu"}  # each block's reads and composite, one task
+        assert ran["block"] == {"gpu", "cpu"}  # the reads and composite of a read group of blocks, one task
+        groups = {read_group(b) for b in iter_blocks(result.grid)}
+        assert len(groups) < result.blocks_total
+        assert len({r["key"] for r in stream if str(r["key"][0] if isinstance(r["key"], tuple) else r["key"]).startswith("block-")}) == len(groups)
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
