@@ -68,6 +68,10 @@ GDAL_OPTIONS: dict[str, str | int] = {
 }
 _CHECK_PX = 256  # side of the decimated read used by the pixel check
 _PROBE_THREADS = 8
+# Pixels :func:`composite_block` composites at once (128 rows of a 2,048 px block): the
+# temporaries stay in cache, and a 2 x 2 block group composited whole cost ~200 MB more peak RSS
+# per worker and ran slower (measured 146 vs 198 ms for two dates of 1,920 px).
+_STRIP_PIXELS = 2**18
 # Up to this many dates the median sorts with a min/max network (n*n/2 passes), beyond it np.sort.
 _NETWORK_MAX_DATES = 8
 # Resolutions a 10 m band of a Sentinel-2 COG (and of the demo world's) can be read at: full
@@ -720,9 +724,23 @@ def composite_block(
 
     Planes: the median clear reflectance of each band (NaN where never clear), then the number of
     clear observations (capped at 255). ``offset_dn`` (T,) is each date's BOA offset and
-    ``scales`` (bands, T) its DN -> reflectance scale.
+    ``scales`` (bands, T) its DN -> reflectance scale. Every pixel is its own computation, done
+    :data:`_STRIP_PIXELS` at a time, so the temporaries (several times the input) stay small
+    whatever the block.
     """
     *dn, scl = stacks
+    rows = max(1, _STRIP_PIXELS // max(1, scl.shape[2]))
+    if scl.shape[1] <= rows:
+        return _composite_strip(dn, scl, offset_dn, scales, mask_scl)
+    out = np.empty((len(dn) + 1, *scl.shape[1:]), dtype=np.float32)
+    for r in range(0, scl.shape[1], rows):
+        out[:, r:r + rows] = _composite_strip([band[:, r:r + rows] for band in dn], scl[:, r:r + rows], offset_dn,
+                                              scales, mask_scl)
+    return out
+
+
+def _composite_strip(dn: Sequence[np.ndarray], scl: np.ndarray, offset_dn: np.ndarray, scales: np.ndarray,
+                     mask_scl: Sequence[int]) -> np.ndarray:
     masked = np.zeros(max([int(scl.max(initial=0)), *mask_scl]) + 1, dtype=bool)
     masked[list(mask_scl)] = True
     clear = ~masked[scl]

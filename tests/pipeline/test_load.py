@@ -398,3 +398,18 @@ def test_a_scene_of_the_neighbouring_zone_is_warped_from_memory_with_gdals_pixel
             # The fast kernels wherever no source pixel is nodata (the raster's edge is no reason not
             # to), but never for a kernel that can overshoot onto the nodata value.
             assert ("src_nodata" in calls[-1]) == (where == "nodata" or resampling == "cubic"), where
+
+
+def test_composite_block_in_strips_equals_it_in_one_piece(monkeypatch):
+    """A large block is composited a strip of rows at a time (small temporaries); the pixels do not change."""
+    import pipeline.load
+    from pipeline.load import composite_block
+
+    rng = np.random.default_rng(5)
+    dn = [rng.integers(0, 4000, (3, 23, 17)).astype(np.uint16) for _ in range(2)]  # 0: nodata here and there
+    scl = rng.choice(np.array([4, 5, 8, 9, 3, 0], np.uint16), (3, 23, 17))
+    kwargs = dict(offset_dn=np.array([0, 1000, 1000], np.float32), scales=np.full((2, 3), 1e-4, np.float32))
+    whole = composite_block(*dn, scl, **kwargs)
+    monkeypatch.setattr(pipeline.load, "_STRIP_PIXELS", 40)  # 2 rows of 17 px per strip, the last one short
+    np.testing.assert_array_equal(composite_block(*dn, scl, **kwargs), whole)
+    assert np.isnan(whole[0]).any() and (whole[-1] == 3).any()
