@@ -34,11 +34,11 @@ from pipeline.infer import (
     block_key,
     classify_stream,
     gpu_group_size,
+    group_pixels,
     iter_blocks,
     load_model_here,
-    read_group,
-    group_pixels,
     pixels_footprint,
+    read_group,
     DetailSpec,
     windows_per_block,
 )
@@ -382,9 +382,9 @@ def group_planes(works: list[Work], grid: PatchGrid, offsets: dict[str, int], ca
     The rectangle and its scenes are the works' read group's (:attr:`Work.read`), else those the
     works span. Scenes that miss a block only add never-clear dates there, so a block's planes
     are those it gets read alone, except that reprojected pixels depend slightly on the rectangle
-    a warp fills (hence a rectangle fixed per group). A model that sees its window coarser than 10 m reads the COG overview
-    just finer, and is handed those pixels themselves (``read_factor`` > 1) when the windows are
-    whole pixels of it.
+    a warp fills (hence a rectangle fixed per group). A model that sees its window coarser than
+    10 m reads the COG overview just finer, and is handed those pixels themselves
+    (``read_factor`` > 1) when the windows are whole pixels of it.
     """
     if works[0].read is not None:  # the read group's rectangle, as planned
         if any(w.read != works[0].read for w in works):
