@@ -441,7 +441,7 @@ def read_block(
     the scheduler handles two tasks per block (this and the classification) instead of a dozen.
     """
     if factor > 1:
-        coarse, offset = coarse_geobox(geobox, factor, halo=0 if not upsample else 1)
+        coarse, offset = coarse_geobox(geobox, factor, halo=1 if upsample else 0)
         planes = _read_and_composite(items, coarse, offsets, bands, mask_scl, resampling)
         if not upsample:
             return planes
@@ -453,12 +453,17 @@ def _read_and_composite(items: Sequence[pystac.Item], geobox: GeoBox, offsets: M
                         bands: Sequence[str], mask_scl: Sequence[int], resampling: str) -> np.ndarray:
     with rasterio.Env(**GDAL_OPTIONS):
         raw = odc.stac.load(items, geobox=geobox, **_load_options(bands, resampling))
-    return composite_block(
-        *(raw[band].values for band in bands), raw["scl"].values,
-        offset_dn=np.array([offsets[item.id] for item in items], dtype=np.float32),
-        scales=np.array([[band_scale(item, band) for item in items] for band in bands], dtype=np.float32),
-        mask_scl=tuple(mask_scl),
-    )
+    offset_dn, scales = _dn_to_reflectance(items, offsets, bands)
+    return composite_block(*(raw[band].values for band in bands), raw["scl"].values, offset_dn=offset_dn,
+                           scales=scales, mask_scl=tuple(mask_scl))
+
+
+def _dn_to_reflectance(items: Sequence[pystac.Item], offsets: Mapping[str, int],
+                       bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`composite_block`'s ``offset_dn`` (T,) and ``scales`` (bands, T) for ``items`` in order."""
+    offset_dn = np.array([offsets[item.id] for item in items], dtype=np.float32)
+    scales = np.array([[band_scale(item, band) for item in items] for band in bands], dtype=np.float32)
+    return offset_dn, scales
 
 
 def _load_options(bands: Sequence[str], resampling: str) -> dict[str, Any]:
@@ -550,8 +555,7 @@ def _composite(
         return raw, _upsampled(planes, factor, offset, geobox.shape, resampling)
     with rasterio.Env(**GDAL_OPTIONS):  # captured into the graph by odc-stac, restored in each task
         raw = odc.stac.load(usable, geobox=geobox, chunks={"time": len(usable), **chunks}, **_load_options(bands, resampling))
-    offset_dn = np.array([offsets[item.id] for item in usable], dtype=np.float32)
-    scales = np.array([[band_scale(item, band) for item in usable] for band in bands], dtype=np.float32)
+    offset_dn, scales = _dn_to_reflectance(usable, offsets, bands)
     planes = da.map_blocks(
         composite_block,
         *(raw[band].data for band in bands),
