@@ -80,7 +80,7 @@ def demo_scene(world, bands: tuple[str, ...], resampling: str) -> Scene:
     import dask
 
     from pipeline.aoi import read_aoi
-    from pipeline.config import ARCHIVE_START
+    from pipeline.settings import ARCHIVE_START
     from pipeline.demo import serve_world
     from pipeline.load import configure_gdal, item_offsets, load_block
     from pipeline.search import SearchParams, search_items

@@ -70,8 +70,9 @@ import numpy as np
 import psutil
 from rich.console import Console
 
-from pipeline.config import MapConfig
-from pipeline.run import DEMO_WEIGHTS, run_map
+from pipeline.settings import MapConfig
+from pipeline.plan import DEMO_WEIGHTS
+from pipeline.run import run_map
 
 
 class PeakRSS:
@@ -137,16 +138,11 @@ def _force_upsampling() -> None:
     way before blocks were classified from the coarse planes themselves), for the comparison row.
 
     There is no option for it: the run classifies from coarse planes whenever the windows are
-    whole coarse pixels. run_map looks detail_spec up in pipeline.run at call time, so a benchmark
-    child can swap in one that never coarsens."""
-    import pipeline.run
+    whole coarse pixels (:meth:`pipeline.detail.DetailPlan.reading`), so a benchmark child makes
+    every plan keep the grid's pixels."""
+    from pipeline.detail import DetailPlan
 
-    original = pipeline.run.detail_spec
-
-    def detail_spec(cfg: MapConfig, window_px: int, read_factor: int = 1):
-        return original(cfg, window_px, 1)
-
-    pipeline.run.detail_spec = detail_spec
+    DetailPlan.reading = lambda self, factor: self
 
 
 def _map_in_child(cfg: MapConfig, upsample: bool = False,
@@ -295,22 +291,18 @@ def read_study(cfg: MapConfig, upsample: bool = False) -> dict[str, float]:
     """Seconds of the plain read and of the composite stage of every block of ``cfg``'s map, read
     as the run reads them (``upsample``: as :func:`_force_upsampling` makes it), on a LocalCluster
     like run_map's (run it in a child process)."""
-    from pipeline.aoi import read_aoi
     from pipeline.cluster import connect
     import dask.array as da
 
-    from pipeline.infer import ItemIndex, block_footprint, iter_blocks, read_group
+    from pipeline.blocks import ItemIndex, block_footprint, iter_blocks, read_group
     from pipeline.load import configure_gdal, item_offsets
-    from pipeline.run import Work, group_planes, load_card, plan_map_grid, read_resolution, search_params
-    from pipeline.search import search_items
+    from pipeline.plan import Work, make_plan
+    from pipeline.run import group_planes
 
     if upsample:
         _force_upsampling()
-    aoi = read_aoi(cfg.aoi)
-    _, card = load_card(cfg)
-    items = search_items(search_params(cfg, cfg.stac_url), aoi)
-    grid, spec = plan_map_grid(cfg, aoi, items, card, Console(quiet=True))
-    read_res = read_resolution(cfg, card)
+    plan = make_plan(cfg, cfg.stac_url)
+    items, card, grid, spec, read_res = plan.items, plan.card, plan.grid, plan.detail, plan.read_resolution
     with connect(None, cfg.workers) as (client, info):
         configure_gdal(client)
         offsets = item_offsets(items, bands=card.bands)
@@ -406,14 +398,16 @@ def demo_cell_changes(world, model: Path, read_resolution: float, min_clear: flo
     from pipeline.demo import serve_world
     from pipeline.load import configure_gdal, item_offsets, load_block, load_composite
     from pipeline.patches import plan_grid
-    from pipeline.run import footprint_union, search_params
-    from pipeline.search import search_items
+    from pipeline.plan import footprint_union
+    from pipeline.search import SearchParams, search_items
 
     card = ModelCard.read(card_path(model))
     aoi = read_aoi(world.aoi_path)
     with serve_world(world) as served:
         cfg = MapConfig(aoi=world.aoi_path, out=Path("unused"), source="local", stac_url=served.stac_url, model=model)
-        items = search_items(search_params(cfg, served.stac_url), aoi)
+        start, end = cfg.date_window()
+        items = search_items(SearchParams(source="local", stac_url=served.stac_url, collection=cfg.collection, start=start,
+                                          end=end, max_cloud=cfg.max_cloud, max_items_per_tile=cfg.max_items_per_tile), aoi)
         grid = plan_grid(aoi, window_px=card.window_px, coverage=footprint_union(items))
         configure_gdal()
         offsets = item_offsets(items, bands=card.bands)

@@ -29,13 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 def plan_one(url: str, aoi_path: str) -> dict:
     """Search + plan in this process; the figures as a dict (run as a child by :func:`planning`)."""
-    from rich.console import Console
 
     from pipeline.aoi import read_aoi
-    from pipeline.infer import ModelRef
     from pipeline.patches import plan_grid
-    from pipeline.plan import plan_map
-    from pipeline.run import MIN_BLOCKS, footprint_union
+    from pipeline.plan import MIN_BLOCKS, count_work, footprint_union
     from pipeline.search import SearchParams, search_items
 
     from datetime import date
@@ -47,8 +44,7 @@ def plan_one(url: str, aoi_path: str) -> dict:
     items = search_items(params, aoi)
     searched = time.perf_counter()
     grid = plan_grid(aoi, window_px=120, min_blocks=MIN_BLOCKS, coverage=footprint_union(items))
-    plan = plan_map(aoi, items, grid, model=ModelRef("none", "0" * 64), min_clear=0.5, started=searched)
-    Console(quiet=True).print(plan.table())
+    plan = count_work(aoi, items, grid, model_sha256="0" * 64, min_clear=0.5, started=searched)
     return {
         "tiles": len(plan.tiles), "scenes": plan.scenes, "cells": plan.cells, "blocks": plan.blocks,
         "search_s": searched - started, "plan_s": plan.seconds, "total_s": time.perf_counter() - started,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -53,35 +53,59 @@ class DetailError(LandcoverError, ValueError):
 
 @dataclass(frozen=True)
 class DetailPlan:
-    """How windows are placed, evaluated and blended into cells; sizes in pixels of the map grid."""
+    """How windows are placed, evaluated and blended into cells; sizes in pixels of the map grid.
+
+    The client plans it from the settings and the model card (:meth:`from_card`); the worker
+    completes it with the model's dense grid and takes it onto the pixels it classifies
+    (:meth:`on_planes`)."""
 
     window_px: int  # side of a window handed to the model
     stride_px: int  # distance between window origins
     cell_px: int  # side of an output cell
+    _: KW_ONLY
+    weight: WeightKind  # taper of a window when blending (the default is the settings' `blend`)
     dense_grid: int = 1  # g: probability grid per window side the model returns
-    weight: WeightKind = "hann"
+    # Whether the worker asks the model for its dense grid (dense evaluation); with False, g = 1.
+    dense: bool = True
+    # Grid pixels per pixel of the planes a block is classified from: 2 when a model that sees
+    # its window coarser than 20 m gets the 20 m composite itself, never upsampled to the grid.
+    read_factor: int = 1
     # Pixels between sample points (about 100 m); a plan on coarser pixels keeps the same ground spacing.
     sample_spacing_px: float = SAMPLE_SPACING_PX
 
     def __post_init__(self) -> None:
-        if min(self.window_px, self.stride_px, self.cell_px, self.dense_grid) < 1 or self.sample_spacing_px <= 0:
-            raise DetailError(f"window, stride, cell, dense grid and sample spacing must be positive: {self}")
+        if min(self.window_px, self.stride_px, self.cell_px, self.dense_grid, self.read_factor) < 1 \
+                or self.sample_spacing_px <= 0:
+            raise DetailError(f"window, stride, cell, dense grid, read factor and sample spacing must be positive: {self}")
         if self.stride_px > self.window_px:
             raise DetailError(f"stride {self.stride_px} px exceeds the window {self.window_px} px and would leave gaps")
         if self.weight not in WEIGHT_KINDS:
             raise DetailError(f"unknown weight {self.weight!r}; use one of {', '.join(WEIGHT_KINDS)}")
 
     @classmethod
-    def from_card(cls, window_px: int, cell_m: float, resolution: float = 10.0, *, dense_grid: int = 1,
-                  stride_px: int | None = None, weight: WeightKind = "box") -> DetailPlan:
+    def from_card(cls, window_px: int, cell_m: float, resolution: float = 10.0, *, weight: WeightKind,
+                  dense_grid: int = 1, stride_px: int | None = None, dense: bool = True) -> DetailPlan:
         """A plan for a model window of ``window_px`` and cells of ``cell_m`` metres; the stride
-        defaults to a third of the window (every point is seen by three windows a side) and the
-        weight to ``box``, the best of the three for the demo weights (benchmarks/detail.py)."""
+        defaults to a third of the window (every point is seen by three windows a side)."""
         cell = cell_m / resolution
         if cell < 1 or abs(cell - round(cell)) > 1e-9:
             raise DetailError(f"cell size {cell_m} m is not a whole number of {resolution} m pixels")
         return cls(window_px=window_px, stride_px=stride_px or max(1, window_px // 3), cell_px=round(cell),
-                   dense_grid=dense_grid, weight=weight)
+                   dense_grid=dense_grid, weight=weight, dense=dense)
+
+    def reading(self, factor: int) -> DetailPlan:
+        """This plan classified from planes ``factor`` grid pixels coarse when every window,
+        stride and cell is whole pixels of them (:meth:`coarsened`), else from grid pixels."""
+        return replace(self, read_factor=factor if self.coarsened(factor) is not None else 1)
+
+    def on_planes(self, dense_grid: int = 1) -> DetailPlan:
+        """The plan a worker classifies with: the model's ``dense_grid`` (when :attr:`dense`), in the
+        pixels of the planes it gets (``read_factor`` times the grid's)."""
+        plan = replace(self, dense_grid=dense_grid if self.dense else 1).coarsened(self.read_factor)
+        if plan is None:
+            raise DetailError(f"a window of {self.window_px} px every {self.stride_px} px into cells of {self.cell_px} px "
+                              f"is no whole number of {self.read_factor}x coarser pixels")
+        return replace(plan, read_factor=1)
 
     @property
     def one_window_per_cell(self) -> bool:

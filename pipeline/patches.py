@@ -125,11 +125,15 @@ def plan_grid(
     min_blocks: int = 1,
     coverage: shapely.Geometry | None = None,
     margin_px: int | None = None,
+    lattice_from_coverage: bool = True,
 ) -> PatchGrid:
     """Plan the cell and pixel grids covering ``aoi``.
 
-    ``coverage`` (lon/lat), the union of the scenes' footprints, clips the grid to the part of
-    the AOI the scenes cover: a continent-sized AOI over a few tiles maps those tiles only.
+    ``coverage`` (lon/lat), the union of the scenes' footprints, clips the mapped area to the part
+    of the AOI the scenes cover: a continent-sized AOI over a few tiles maps those tiles only. The
+    grid's extent, and so its block lattice, follows that clipped area too, unless
+    ``lattice_from_coverage`` is False: then it is the AOI's whatever the scenes cover, so the
+    blocks (and the keys of their stored results) of a region survive a change of coverage.
 
     ``crs`` defaults to the UTM zone of the AOI centre. ``stride_px`` defaults to ``window_px``
     (abutting windows); a smaller stride gives overlapping windows and finer cells.
@@ -150,13 +154,14 @@ def plan_grid(
     crs = crs or f"EPSG:{aoi.centre_utm_epsg}"
 
     projected = project_aoi(aoi, crs)
+    extent = projected.bounds
     if coverage is not None:
         projected = shapely.intersection(projected, project_lonlat(coverage, crs))
         if projected.is_empty or projected.area == 0:
             raise GridError("no scene footprint meets the AOI; widen the dates or check the AOI")
     shapely.prepare(projected)
     cell = stride_px * resolution
-    left, bottom, right, top = projected.bounds
+    left, bottom, right, top = projected.bounds if lattice_from_coverage else extent
     x0, x1 = math.floor(left / cell) * cell, math.ceil(right / cell) * cell
     y0, y1 = math.floor(bottom / cell) * cell, math.ceil(top / cell) * cell
     nx, ny = max(int(round((x1 - x0) / cell)), 1), max(int(round((y1 - y0) / cell)), 1)

@@ -1,28 +1,298 @@
-"""What a map run would do, before it does it: scenes, tiles, zones, cells, blocks, what is already
-done, and about how long it would take. Reads catalogue metadata only, never a pixel.
+"""A run, planned once: the AOI, the scenes, the model and its card, the grid, the detail recipe and
+the blocks, made by :func:`make_plan` from the settings before any pixel is read.
 
-    landcover map region.geojson --plan
+    landcover map region.geojson --plan          # the plan as a table
+    landcover map region.geojson --plan --json   # the whole plan as JSON
     landcover run lagoon --plan
+
+:func:`pipeline.run.execute` runs a plan; a regional run (``workflows.runner``) makes the plan,
+keys it and either reuses an earlier map or executes it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import shapely
 from rich.table import Table
 
-from pipeline.aoi import AOI
-from pipeline.detail import window_origins
-from pipeline.infer import ChunkStore, DetailSpec, ItemIndex, ModelRef, block_footprint, block_key, iter_blocks
-from pipeline.patches import PatchGrid
-from pipeline.search import mgrs_tile
+from models import __version__
+from pipeline.aoi import AOI, parse_aoi, read_aoi
+from pipeline.blocks import (
+    BlockCount,
+    BlockSpec,
+    ItemIndex,
+    block_footprint,
+    block_key,
+    count_blocks,
+    group_pixels,
+    iter_blocks,
+    pixels_footprint,
+    read_group,
+)
+from pipeline.detail import DetailPlan, window_origins
+from pipeline.errors import LandcoverError
+from pipeline.infer import ModelRef
+from pipeline.load import read_resolution_for
+from pipeline.patches import PatchGrid, plan_grid
+from pipeline.search import SearchParams, mgrs_tile, search_items
+from pipeline.settings import MapConfig
+from pipeline.store import ChunkStore
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights"
+# The seed-family demo weights (RGB, 32 px patches), and the default of a map: the multi-band
+# demo weights in the reBEN layout, whose detailed maps agree best with the demo truth.
+DEMO_WEIGHTS = WEIGHTS / "demo-compact-nosr.safetensors"
+DEFAULT_WEIGHTS = WEIGHTS / "demo-multiband-mobilenetv3.safetensors"
+
+# Blocks of about this much ground: big enough that the window margin around a block (1.2 km a
+# side for detailed maps) adds little reading, small enough for a worker's memory.
+BLOCK_M = 9600.0
+# Small AOIs are cut into at least this many blocks (smaller ones), so every worker of a
+# machine or small cluster has work until the end.
+MIN_BLOCKS = 32
+# Detailed maps pad every block by a window, so a small AOI is cut into fewer blocks than
+# MIN_BLOCKS: each extra block re-reads its margins.
+MIN_DETAIL_BLOCKS = 8
+# Scenes listed by the plan display (--json lists them all).
+SCENES_SHOWN = 50
+
+# Where the block lattice comes from: the AOI alone (a region's: its block keys survive a change
+# of the scenes' coverage), or the part of the AOI the scenes cover (a one-off map's: no block is
+# spent on ground no scene covers).
+Lattice = Literal["aoi", "coverage"]
+
+
+@dataclass(frozen=True, eq=False)
+class RunPlan:
+    """Everything a run needs, decided before any pixel is read."""
+
+    config: MapConfig
+    aoi: AOI
+    window: tuple[date, date]  # the acquisition dates searched
+    catalogue: str  # the STAC API searched
+    items: list  # pystac.Item, the scenes the map is made from
+    model: ModelRef  # weights path and sha256 (hashed once, here), device, batch size
+    card: Any  # models.card.ModelCard: bands, window, task, classes, normalisation, ...
+    grid: PatchGrid
+    detail: DetailPlan  # window placement, evaluation and blending; the read factor
+    read_resolution: float  # metres the COGs are read and composited at
+    blocks: BlockCount
+    coverage_note: str | None = None  # said when the scenes leave part of the AOI uncovered
+
+    @property
+    def min_clear(self) -> float:
+        return self.config.min_clear
+
+    def inputs_key(self) -> str:
+        """Same scenes, same model, same result-deciding settings -> same key (a regional run
+        reuses a map made from the same key). The date window and the STAC URL are left out on
+        purpose: they decide which scenes, and the scenes are keyed themselves."""
+        text = json.dumps({"items": sorted(it.id for it in self.items), "model": self.model.sha256,
+                           "parameters": self.result_parameters(), "software": __version__},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def result_parameters(self) -> dict[str, Any]:
+        """The settings that decide a map's pixels, given the scenes."""
+        settings = self.config.settings.provenance()
+        for name in ("stac_url", "model", "scheduler", "workers", "device", "batch_size", "save_composite"):
+            settings.pop(name)  # where and how fast, or keyed otherwise (the model by its sha256)
+        return {"aoi_wkb_sha256": hashlib.sha256(self.aoi.geometry.wkb).hexdigest(), **settings}
+
+    def works(self, chunks: ChunkStore | None = None, *, lookahead: int = 256) -> Iterator[Work]:
+        """The blocks of the map with their scenes and keys, planned as the run asks for them.
+
+        Within each run of ``lookahead`` blocks the blocks of one read group (:func:`read_group`)
+        come together, and the fullest groups go first (dask runs roughly in submission order), so a
+        small map does not end with one worker finishing a full block while others idle.
+        """
+        index = ItemIndex(self.items)
+        grid = self.grid
+        batch: list[BlockSpec] = []
+        reads: dict[tuple[int, int], tuple[tuple[slice, slice], list]] = {}  # per read group, while its blocks come
+
+        def flush() -> Iterator[Work]:
+            fullness: dict[tuple[int, int], int] = {}
+            for block in batch:
+                fullness[read_group(block)] = fullness.get(read_group(block), 0) + block.n_inside
+            for block in sorted(batch, key=lambda b: (-fullness[read_group(b)], read_group(b), b.index)):
+                items = index.touching(block_footprint(block, grid))
+                key = block_key(block, grid, [it.id for it in items], self.model.sha256, self.min_clear, self.detail)
+                group = read_group(block)
+                if group not in reads:
+                    pixels = group_pixels(grid, block)
+                    reads[group] = pixels, index.touching(pixels_footprint(pixels, grid))
+                read, read_items = reads[group]
+                yield Work(block, items, key, chunks.get(key) if chunks is not None else None, read, read_items)
+            batch.clear()
+            if len(reads) > 4 * lookahead:  # a group's blocks come at most one block row apart
+                reads.clear()
+
+        for block in iter_blocks(grid):
+            batch.append(block)
+            if len(batch) >= lookahead:
+                yield from flush()
+        yield from flush()
+
+    def describe(self) -> str:
+        """The grid line of the run's log."""
+        return layout_line(self.config, self.grid, self.detail, self.read_resolution)
 
 
 @dataclass(frozen=True)
-class MapPlan:
+class Work:
+    """One block of a run: its scenes, its content key and, when a store had it, its result; and
+    the pixels and scenes of the rectangle it is read with (its read group's; None: its own)."""
+
+    block: BlockSpec
+    items: list
+    key: str
+    stored: np.ndarray | None = None
+    read: tuple[slice, slice] | None = None
+    read_items: list | None = None
+
+
+def make_plan(cfg: MapConfig, catalogue: str | None, *, lattice: Lattice = "coverage") -> RunPlan:
+    """The plan of a run with ``cfg``, searching the STAC API at ``catalogue`` (None: the
+    source's own URL). Reads catalogue metadata and the model card, never a pixel; the weights
+    are hashed here, once."""
+    aoi = read_aoi(cfg.aoi) if isinstance(cfg.aoi, Path) else parse_aoi(cfg.aoi)
+    model, card = resolve_model(cfg)
+    start, end = cfg.date_window()
+    params = SearchParams(source=cfg.source, stac_url=catalogue, collection=cfg.collection, start=start, end=end,
+                          max_cloud=cfg.max_cloud, max_items_per_tile=cfg.max_items_per_tile)
+    items = search_items(params, aoi)
+    grid, detail, read_res = plan_layout(cfg, aoi, items, card, lattice=lattice)
+    coverage = footprint_union(items)
+    return RunPlan(
+        config=cfg, aoi=aoi, window=(start, end), catalogue=params.url, items=items, model=model, card=card,
+        grid=grid, detail=detail, read_resolution=read_res, blocks=count_blocks(grid),
+        coverage_note=coverage_note(aoi, coverage),
+    )
+
+
+def plan_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice = "coverage",
+                ) -> tuple[PatchGrid, DetailPlan, float]:
+    """The run's grid over the AOI (its mapped area: the part the scenes cover), how its windows
+    are placed, read and blended, and the metres it reads at."""
+    read_res = read_resolution(cfg, card)
+    detail = detail_plan(cfg, card.window_px).reading(round(read_res / cfg.resolution))
+    grid = plan_grid(
+        aoi,
+        crs=cfg.crs,
+        resolution=cfg.resolution,
+        window_px=card.window_px,
+        stride_px=detail.cell_px,
+        margin_px=detail.margin_px,
+        # Blocks classified from coarser planes cover as many of those pixels, i.e. more ground:
+        # fewer reads per cell and fewer COG tiles decoded twice at block edges.
+        cells_per_chunk=cfg.cells_per_chunk or max(1, round(BLOCK_M * detail.read_factor / cfg.cell_size)),
+        min_blocks=MIN_BLOCKS if detail.margin_px == 0 else MIN_DETAIL_BLOCKS,
+        coverage=footprint_union(items),
+        lattice_from_coverage=lattice == "coverage",
+    )
+    return grid, detail, read_res
+
+
+def layout_line(cfg: MapConfig, grid: PatchGrid, detail: DetailPlan, read_res: float) -> str:
+    """The grid line of the run's log: cells, windows, blending, blocks and reads."""
+    ny, nx = grid.cell_geobox.shape
+    d, res = detail, cfg.resolution
+    return (
+        f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {cfg.cell_size:g} m; windows of {d.window_px} px every "
+        f"{d.stride_px} px{', evaluated densely' if d.dense else ''}, {d.weight} blending; "
+        f"blocks of {grid.cells_per_chunk} x {grid.cells_per_chunk} cells"
+        + (f"; read and classified at {read_res:g} m" if d.read_factor > 1
+           else f"; read at {read_res:g} m, upsampled to {res:g} m" if read_res > res else "")
+    )
+
+
+def default_weights() -> Path:
+    if not DEFAULT_WEIGHTS.exists():
+        raise LandcoverError(
+            f"no --model given and the demo weights {DEFAULT_WEIGHTS} are missing; "
+            "run `make weights-multiband` or pass --model PATH"
+        )
+    return DEFAULT_WEIGHTS
+
+
+def model_path(model: Path | None) -> Path:
+    """The weights a run uses: a path, or the repo id of a model `landcover model fetch` installed
+    (``BIFOLD-BigEarthNetv2-0/resnet50-s2-v0.2.0``, its ``main`` revision), or the demo weights."""
+    if model is None:
+        return default_weights().resolve()
+    if model.exists():
+        return model.resolve()
+    from models.card import model_cache
+
+    text = str(model)
+    repo, _, revision = text.partition("@")
+    cached = model_cache() / repo / (revision or "main") / "model.safetensors"
+    if repo.count("/") == 1 and cached.is_file():
+        return cached
+    raise LandcoverError(
+        f"model {text} not found: pass --model PATH to a .safetensors/.pt file with its card beside it, or the repo id "
+        f"of a model installed by `landcover model fetch REPO_ID` / `landcover model import FOLDER`"
+    )
+
+
+def resolve_model(cfg: MapConfig):
+    """The run's model (path, sha256: the one hash of the weights on the client) and its card."""
+    from models.card import ModelCard, card_path
+    from models.files import sha256_file
+
+    path = model_path(cfg.model)
+    if not card_path(path).exists():
+        raise LandcoverError(f"model card {card_path(path)} not found beside the weights; a map needs the card's bands and patch size")
+    card = ModelCard.read(card_path(path))
+    return ModelRef(str(path), sha256_file(path), cfg.device, cfg.batch_size), card
+
+
+def read_resolution(cfg: MapConfig, card) -> float:
+    """Metres the run reads and composites the COGs at: ``--read-resolution``, else the overview
+    level the card's input pixel allows (:func:`pipeline.load.read_resolution_for`)."""
+    if cfg.read_resolution is not None:
+        return float(cfg.read_resolution)
+    return read_resolution_for(card.window_px, card.patch_size, cfg.resolution)
+
+
+def detail_plan(cfg: MapConfig, window_px: int) -> DetailPlan:
+    """The run's window placement and blending from the settings, checked (one-line errors)
+    before any work."""
+    return DetailPlan.from_card(window_px, cfg.cell_size, cfg.resolution, stride_px=cfg.stride, weight=cfg.blend,
+                                dense=cfg.dense)
+
+
+def footprint_union(items) -> shapely.Geometry:
+    """The ground the scenes cover (lon/lat)."""
+    return shapely.union_all([shapely.geometry.shape(it.geometry) for it in items])
+
+
+def coverage_note(aoi: AOI, coverage: shapely.Geometry) -> str | None:
+    """A line for the log when the scenes leave part of the AOI uncovered (the grid is clipped)."""
+    covered = shapely.intersection(aoi.geometry, coverage).area / aoi.geometry.area
+    if covered > 0.999:
+        return None
+    share = f"{covered:.1%}" if covered >= 0.001 else "less than 0.1%"
+    return (f"the scenes cover {share} of the AOI (lon/lat area); the map grid is clipped to the covered part, "
+            "the rest is not mapped")
+
+
+# ---- what remains to do, and the display -------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkCount:
+    """What a plan still needs: blocks a store holds count as done."""
+
     aoi_km2: float
     scenes: int
     tiles: tuple[str, ...]
@@ -45,53 +315,21 @@ class MapPlan:
             return None
         return self.windows / (self.patches_per_s * max(1, self.workers - self.gpu_workers))
 
-    def table(self) -> Table:
-        table = Table(title="plan (no pixel read)", show_header=False)
-        table.add_column("what", style="bold")
-        table.add_column("value")
-        done = "no chunk store" if self.blocks_done is None else f"{self.blocks_done:,} done, {self.blocks - self.blocks_done:,} to do"
-        rows = [
-            ("AOI", f"{self.aoi_km2:,.0f} km²"),
-            ("scenes", f"{self.scenes:,} on {len(self.tiles):,} MGRS tiles ({_few(self.tiles)})"),
-            ("UTM zones", ", ".join(map(str, self.zones)) or "-"),
-            ("grid", f"{self.grid_crs}, {self.grid_shape[0]:,} x {self.grid_shape[1]:,} cells of {self.cell_m:g} m"),
-            ("cells mapped", f"{self.cells:,}"),
-            ("blocks", f"{self.blocks:,} ({done})"),
-            ("patches to classify", f"{self.windows:,}"),
-            ("workers", f"{self.workers} ({self.gpu_workers} with GPU)"),
-        ]
-        if self.estimate_s is not None:
-            rows.append((
-                "estimate",
-                f"~{_duration(self.estimate_s)} of model time ({self.patches_per_s:,.0f} patches/s per CPU worker, measured "
-                "here; reading and compositing 10 m COGs add about as much again, see make bench)",
-            ))
-        rows.append(("planned in", f"{self.seconds:.1f} s"))
-        for row in rows:
-            table.add_row(*row)
-        return table
 
-
-def utm_zone(tile: str) -> int | None:
-    """The UTM zone of an MGRS tile name ('32TQR' -> 32)."""
-    digits = tile[:2] if tile[:2].isdigit() else tile[:1]
-    return int(digits) if digits.isdigit() else None
-
-
-def plan_map(
+def count_work(
     aoi: AOI,
     items: list,
     grid: PatchGrid,
     *,
-    model: ModelRef,
+    model_sha256: str,
     min_clear: float,
-    detail: DetailSpec | None = None,
+    detail: DetailPlan | None = None,
     chunks: ChunkStore | None = None,
     workers: int = 1,
     gpu_workers: int = 0,
     speed: Callable[[], float | None] = lambda: None,
     started: float | None = None,
-) -> MapPlan:
+) -> WorkCount:
     """Count what a run over ``grid`` would do. With ``chunks``, the blocks whose result is stored
     (same content key as the run would compute) count as done and need no windows."""
     started = time.perf_counter() if started is None else started
@@ -102,14 +340,14 @@ def plan_map(
         cells += block.n_inside
         if index is not None:
             ids = [it.id for it in index.touching(block_footprint(block, grid))]
-            if _has(chunks, block_key(block, grid, ids, model, min_clear, detail)):
+            if block_key(block, grid, ids, model_sha256, min_clear, detail) in chunks:
                 done += 1
                 continue
         windows += block.n_inside if detail is None else block_windows(block, grid, detail)
     tiles = tuple(sorted({mgrs_tile(it) for it in items}))
     zones = tuple(sorted({z for z in map(utm_zone, tiles) if z is not None}))
     rate = speed() if windows else None
-    return MapPlan(
+    return WorkCount(
         aoi_km2=aoi.area_km2, scenes=len(items), tiles=tiles, zones=zones, grid_crs=str(grid.crs),
         grid_shape=tuple(grid.shape), cell_m=float(abs(grid.cell_geobox.resolution.x)), cells=cells, blocks=blocks,
         blocks_done=done if chunks is not None else None, windows=windows, workers=workers, gpu_workers=gpu_workers,
@@ -117,19 +355,81 @@ def plan_map(
     )
 
 
-def block_windows(block, grid: PatchGrid, detail: DetailSpec) -> int:
+def plan_table(plan: RunPlan, count: WorkCount) -> Table:
+    """The plan for the terminal: what will be read, made and computed, and the scenes."""
+    table = Table(title="plan (no pixel read)", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    done = "no chunk store" if count.blocks_done is None else f"{count.blocks_done:,} done, {count.blocks - count.blocks_done:,} to do"
+    changed = plan.config.settings.changed()
+    rows = [
+        ("AOI", f"{count.aoi_km2:,.0f} km²"),
+        ("window", f"{plan.window[0]} .. {plan.window[1]} ({plan.catalogue})"),
+        ("model", f"{plan.card.model_id} (sha256 {plan.model.sha256[:12]})"),
+        ("settings", ", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"),
+        ("scenes", f"{count.scenes:,} on {len(count.tiles):,} MGRS tiles ({_few(count.tiles)})"),
+        ("UTM zones", ", ".join(map(str, count.zones)) or "-"),
+        ("grid", f"{count.grid_crs}, {count.grid_shape[0]:,} x {count.grid_shape[1]:,} cells of {count.cell_m:g} m"),
+        ("detail", plan.describe().split("; ", 1)[1]),
+        ("cells mapped", f"{count.cells:,}"),
+        ("blocks", f"{count.blocks:,} ({done})"),
+        ("patches to classify", f"{count.windows:,}"),
+        ("workers", f"{count.workers} ({count.gpu_workers} with GPU)"),
+    ]
+    if plan.coverage_note:
+        rows.append(("coverage", plan.coverage_note))
+    if count.estimate_s is not None:
+        rows.append((
+            "estimate",
+            f"~{_duration(count.estimate_s)} of model time ({count.patches_per_s:,.0f} patches/s per CPU worker, measured "
+            "here; reading and compositing 10 m COGs add about as much again, see make bench)",
+        ))
+    rows.append(("planned in", f"{count.seconds:.1f} s"))
+    for row in rows:
+        table.add_row(*row)
+    for item in plan.items[:SCENES_SHOWN]:
+        when = item.datetime.date().isoformat() if item.datetime else "?"
+        table.add_row("", f"{mgrs_tile(item)}  {when}  {item.id}")
+    if len(plan.items) > SCENES_SHOWN:
+        table.add_row("", f"... {len(plan.items) - SCENES_SHOWN} more scenes (--json lists them all)")
+    return table
+
+
+def plan_json(plan: RunPlan, count: WorkCount) -> dict[str, Any]:
+    """The whole plan as JSON: settings, window, model, every scene, grid, detail and counts."""
+    g = plan.grid
+    return {
+        "settings": plan.config.model_dump(mode="json"),
+        "aoi": {"km2": plan.aoi.area_km2, "bounds": list(plan.aoi.bounds), "utm_epsgs": list(plan.aoi.utm_epsgs)},
+        "window": {"start": plan.window[0].isoformat(), "end": plan.window[1].isoformat()},
+        "catalogue": plan.catalogue,
+        "model": {"path": plan.model.path, "sha256": plan.model.sha256, "id": plan.card.model_id},
+        "scenes": [{"id": it.id, "tile": mgrs_tile(it), "datetime": it.datetime.isoformat() if it.datetime else None,
+                    "cloud_cover": it.properties.get("eo:cloud_cover")} for it in plan.items],
+        "grid": {"crs": str(g.crs), "shape": list(g.shape), "cell_m": count.cell_m,
+                 "transform": list(g.cell_geobox.affine)[:6], "cells_per_block": g.cells_per_chunk},
+        "detail": {"window_px": plan.detail.window_px, "stride_px": plan.detail.stride_px, "cell_px": plan.detail.cell_px,
+                   "dense": plan.detail.dense, "blend": plan.detail.weight, "read_factor": plan.detail.read_factor},
+        "read_resolution": plan.read_resolution,
+        "cells": count.cells, "blocks": count.blocks, "blocks_done": count.blocks_done, "windows": count.windows,
+        "workers": count.workers, "gpu_workers": count.gpu_workers, "estimate_s": count.estimate_s,
+        "coverage_note": plan.coverage_note,
+    }
+
+
+def utm_zone(tile: str) -> int | None:
+    """The UTM zone of an MGRS tile name ('32TQR' -> 32)."""
+    digits = tile[:2] if tile[:2].isdigit() else tile[:1]
+    return int(digits) if digits.isdigit() else None
+
+
+def block_windows(block, grid: PatchGrid, detail: DetailPlan) -> int:
     """Windows the model would see for ``block`` (at most: cloudy ones are skipped)."""
     ys, xs = block.pixels
     origin = (block.cells[0].start * detail.cell_px, block.cells[1].start * detail.cell_px)
-    plan = detail.plan(grid.window_px)
-    if plan.one_window_per_cell:
+    if detail.one_window_per_cell:
         return block.n_inside
-    return len(window_origins(ys.stop - ys.start, plan, origin[0])) * len(window_origins(xs.stop - xs.start, plan, origin[1]))
-
-
-def _has(chunks: ChunkStore, key: str) -> bool:
-    contains = getattr(chunks, "__contains__", None)
-    return bool(contains(key)) if contains is not None else chunks.get(key) is not None
+    return len(window_origins(ys.stop - ys.start, detail, origin[0])) * len(window_origins(xs.stop - xs.start, detail, origin[1]))
 
 
 def model_speed(model: ModelRef, window_px: int, bands: int, *, n: int = 16) -> float:

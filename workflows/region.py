@@ -11,7 +11,9 @@ the model, where its maps go and when it runs::
     max_cloud: 40
     root: /srv/landcover           # maps go to <root>/<name>/<as-of date>/
     schedule: "0 3 * * 1"          # cron, evaluated in UTC
-    cluster: tcp://scheduler:8786  # optional: an existing dask scheduler
+    scheduler: tcp://host:8786     # optional: an existing dask scheduler (`cluster:` is read too)
+
+Every setting of ``landcover map`` is a key too (cell_size, blend, model, ...), with the same default.
 """
 
 from __future__ import annotations
@@ -20,20 +22,19 @@ import json
 import re
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.config import MapConfig, Source, read_resolution_problem
-from pipeline.errors import LandcoverError, SearchError
-from pipeline.search import check_collection
+from pipeline.errors import LandcoverError
+from pipeline.settings import WHOLE_LINE_ERROR, MapConfig, MapSettings, Source
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
-# A region's maps are on MapConfig's default 10 m grid.
-GRID_RESOLUTION_M = MapConfig.model_fields["resolution"].default
+# Keys a region file may still spell the old way: the map setting they are.
+_RENAMED = {"cluster": "scheduler"}
 
 
 class RegionError(LandcoverError):
@@ -96,36 +97,20 @@ class Window(BaseModel):
         return self.season.latest(as_of)
 
 
-class Region(BaseModel):
-    """One region as written in its YAML file (relative paths already resolved)."""
+class Region(MapSettings):
+    """One region as written in its YAML file (relative paths already resolved): its name, AOI,
+    window, output root and schedule, plus any map setting (:class:`pipeline.settings.MapSettings`:
+    the same keys, defaults and checks as the options of ``landcover map``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
     name: str
     aoi: Path | dict[str, Any] = Field(description="GeoJSON file or inline GeoJSON (EPSG:4326)")
-    source: Source = "earth-search"
-    stac_url: str | None = None
-    collection: str = Field("sentinel-2-l2a", description="STAC collection of Sentinel-2 L2A scenes")
+    # A scheduled run names its catalogue: no silent fallback to the offline demo world.
+    source: Source
     window: Window
-    max_cloud: float = Field(60.0, ge=0, le=100)
-    max_items_per_tile: int = Field(3, ge=1, le=50)
-    model: Path | None = Field(None, description="weights with their card; default: the demo weights")
     root: Path = Field(description="output root: maps go to <root>/<name>/<as-of>/")
     schedule: str = Field(description="cron expression (UTC) of when the region is due")
-    cluster: str | None = Field(None, description="address of an existing dask scheduler")
-    workers: int | None = Field(None, ge=1)
-    cell_size: float = Field(100.0, gt=0, description="output cell size in metres (see `landcover map --cell-size`)")
-    read_resolution: float | None = Field(
-        None, gt=0, description="metres to read the COGs at (see `landcover map --read-resolution`); default: as the card allows"
-    )
-    stride: int | None = Field(None, gt=0, description="pixels between window origins; default: a third of the window")
-    dense: bool = True
-    blend: Literal["box", "hann", "gaussian"] = "gaussian"
-    cells_per_chunk: int | None = Field(
-        None, ge=1, le=4096, description="block side in cells; default: about 9.6 km (19.2 km when classified from 20 m reads)"
-    )
-    min_clear: float = Field(0.5, ge=0, le=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("name")
     @classmethod
@@ -150,40 +135,11 @@ class Region(BaseModel):
             raise ValueError(f"AOI file {value} does not exist; fix the path (relative to the region file)")
         return value
 
-    @field_validator("collection")
-    @classmethod
-    def _collection(cls, value: str) -> str:
-        try:
-            return check_collection(value)
-        except SearchError as exc:  # refused when the file is read, not when the run searches
-            raise ValueError(str(exc)) from None
-
-    @field_validator("read_resolution")
-    @classmethod
-    def _read_resolution(cls, value: float | None) -> float | None:
-        problem = read_resolution_problem(value, GRID_RESOLUTION_M)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("stac_url", "cluster")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and "://" not in value:
-            raise ValueError(f"{value!r} is not an address; write e.g. tcp://host:8786 or https://host/v1")
-        return value
-
-    def map_config(self, aoi: Path, out: Path, as_of: date) -> MapConfig:
-        """The map run of this region on ``as_of``."""
+    def map_config(self, out: Path, as_of: date) -> MapConfig:
+        """The map run of this region on ``as_of`` (its AOI as written: a file or the GeoJSON itself)."""
         start, end = self.window.dates(as_of)
-        return MapConfig(
-            aoi=aoi, out=out, source=self.source, stac_url=self.stac_url, collection=self.collection,
-            start=start, end=end,
-            max_cloud=self.max_cloud, max_items_per_tile=self.max_items_per_tile, model=self.model,
-            scheduler=self.cluster, workers=self.workers, cells_per_chunk=self.cells_per_chunk, cell_size=self.cell_size,
-            stride=self.stride, dense=self.dense, blend=self.blend, read_resolution=self.read_resolution,
-            min_clear=self.min_clear, device=self.device, overwrite=True,
-        )
+        settings = {name: getattr(self, name) for name in MapSettings.model_fields}
+        return MapConfig(aoi=self.aoi, out=out, start=start, end=end, overwrite=True, **settings)
 
     def aoi_geojson(self) -> str:
         """The AOI as GeoJSON text (for writing inline AOIs beside the run)."""
@@ -194,7 +150,7 @@ class Region(BaseModel):
 
 def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
     # Paths in a region file are relative to the file, so a regions folder can move as a whole.
-    out = dict(data)
+    out = {_RENAMED.get(key, key): value for key, value in data.items()}
     for key in ("aoi", "model", "root"):
         value = out.get(key)
         if isinstance(value, str):
@@ -211,6 +167,11 @@ def _one_line(exc: ValidationError) -> str:
         return f"unknown key {where!r}; the keys are {known}"
     if first["type"] == "missing":
         return f"missing key {where!r}"
+    if first["type"] == WHOLE_LINE_ERROR:  # a line naming the CLI option: a region file names the key
+        option, _, rest = first["msg"].partition(" ")
+        if option.startswith("--"):
+            return f"{option[2:].replace('-', '_')}: {rest}"
+        return f"{where}: {first['msg']}"
     message = first["msg"].removeprefix("Value error, ")
     return f"{where}: {message}"
 

@@ -17,8 +17,6 @@ what is missing, and a run with one new scene recomputes only the blocks that sc
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import secrets
@@ -32,10 +30,10 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from pipeline import __version__
 from pipeline.errors import LandcoverError, OutputError
+from models.files import sha256_file
 from pipeline.export.staging import probe_writable
-from pipeline.infer import DirectoryChunkStore
+from pipeline.store import DirectoryChunkStore, EmptyChunkStore
 from workflows.changes import record_changes
 from workflows.ledger import Ledger, RunRecord
 from workflows.lock import RegionLock, RegionLocked
@@ -123,17 +121,9 @@ def check_root(root: Path) -> None:
         ) from None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def checksums(folder: Path) -> dict[str, tuple[str, int]]:
     """name -> (sha256, bytes) of every file of a finished map."""
-    return {p.name: (sha256_of(p), p.stat().st_size) for p in sorted(folder.iterdir()) if p.is_file()}
+    return {p.name: (sha256_file(p), p.stat().st_size) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def outputs_intact(folder: Path, recorded: dict[str, tuple[str, int]]) -> bool:
@@ -142,45 +132,9 @@ def outputs_intact(folder: Path, recorded: dict[str, tuple[str, int]]) -> bool:
         return False
     for name, (sha, size) in recorded.items():
         path = folder / name
-        if not path.is_file() or path.stat().st_size != size or sha256_of(path) != sha:
+        if not path.is_file() or path.stat().st_size != size or sha256_file(path) != sha:
             return False
     return True
-
-
-def inputs_key(item_ids: list[str], model_sha256: str, parameters: dict[str, Any]) -> str:
-    """Same scenes, same model, same result-deciding parameters -> same key."""
-    text = json.dumps({"items": sorted(item_ids), "model": model_sha256, "parameters": parameters,
-                       "software": __version__}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def result_parameters(cfg, aoi_geometry) -> dict[str, Any]:
-    """The settings that decide a map's pixels, given the scenes. The date window and the STAC
-    URL are left out on purpose: they decide which scenes, and the scenes are keyed themselves."""
-    return {
-        "aoi_wkb_sha256": hashlib.sha256(aoi_geometry.wkb).hexdigest(),
-        "source": cfg.source, "collection": cfg.collection, "max_cloud": cfg.max_cloud,
-        "max_items_per_tile": cfg.max_items_per_tile, "crs": cfg.crs, "resolution": cfg.resolution,
-        "stride": cfg.stride, "min_clear": cfg.min_clear, "cell_size": cfg.cell_size, "dense": cfg.dense,
-        "blend": cfg.blend, "cells_per_chunk": cfg.cells_per_chunk,
-    }
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
-
-
-def aoi_file(region: Region, paths: RegionPaths) -> Path:
-    """A file the map run can read: the region's AOI file, or its inline GeoJSON written out."""
-    if isinstance(region.aoi, Path):
-        return region.aoi
-    path = paths.folder / "aoi.geojson"
-    text = region.aoi_geojson()
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        _write_text_atomically(path, text)
-    return path
 
 
 def switch_latest(paths: RegionPaths, as_of: date) -> None:
@@ -232,34 +186,16 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-class _NoChunks:
-    """The chunk store of a region that has never run: nothing stored yet."""
-
-    def get(self, key: str) -> None:
-        return None
-
-    def __contains__(self, key: str) -> bool:
-        return False
-
-
 def plan_region(region: Region, *, as_of: date | None = None, root: Path | None = None, console: Console | None = None):
-    """What ``landcover run`` would do for ``region`` on ``as_of``: its map plan, with the blocks
-    the region's chunk store already holds counted as done. Reads no pixel and writes nothing."""
-    import tempfile
-
-    from pipeline.run import default_weights, plan_run
+    """What ``landcover run`` would do for ``region`` on ``as_of``: its plan and what of it remains,
+    with the blocks the region's chunk store already holds counted as done. Reads no pixel and
+    writes nothing."""
+    from pipeline.run import plan_run
 
     as_of = as_of or datetime.now(UTC).date()
     paths = RegionPaths(Path(root or region.root).resolve(), region.name)
-    chunks = DirectoryChunkStore(paths.chunks) if paths.chunks.is_dir() else _NoChunks()
-    with tempfile.TemporaryDirectory(prefix="landcover-plan-") as tmp:
-        aoi = region.aoi
-        if not isinstance(aoi, Path):
-            aoi = Path(tmp) / "aoi.geojson"
-            aoi.write_text(region.aoi_geojson(), encoding="utf-8")
-        cfg = region.map_config(aoi, paths.work(as_of), as_of)
-        cfg = cfg.model_copy(update={"model": (cfg.model or default_weights()).resolve()})
-        return plan_run(cfg, console, chunks=chunks)
+    chunks = DirectoryChunkStore(paths.chunks) if paths.chunks.is_dir() else EmptyChunkStore()
+    return plan_run(region.map_config(paths.work(as_of), as_of), console, chunks=chunks, lattice="aoi")
 
 
 def run_region(
@@ -305,32 +241,23 @@ def run_region(
 
 
 def _run(region: Region, as_of: date, paths: RegionPaths, ledger: Ledger, run_id: int, console: Console) -> RunOutcome:
-    from models.card import sha256_file
-    from pipeline.aoi import read_aoi
-    from pipeline.run import default_weights, run_map, stac_endpoint
-    from pipeline.search import SearchParams, search_items
+    from pipeline.plan import make_plan
+    from pipeline.run import announce, execute, stac_endpoint
 
     clock = time.perf_counter()
     work, final = paths.work(as_of), paths.final(as_of)
-    cfg = region.map_config(aoi_file(region, paths), work, as_of)
-    aoi = read_aoi(cfg.aoi)
-    model_path = (cfg.model or default_weights()).resolve()
-    if not model_path.is_file():
-        raise LandcoverError(f"model weights {model_path} not found; fix `model:` in the region file")
-    model_sha = sha256_file(model_path)
+    cfg = region.map_config(work, as_of)
     start, end = cfg.date_window()
     console.print(f"region {region.name}: as of {as_of} (scenes {start} .. {end}), run {run_id}")
 
-    with stac_endpoint(cfg) as stac_url:
-        cfg = cfg.model_copy(update={"stac_url": stac_url, "model": model_path})
-        params = SearchParams(
-            source=cfg.source, stac_url=stac_url, collection=cfg.collection, start=start, end=end,
-            max_cloud=cfg.max_cloud, max_items_per_tile=cfg.max_items_per_tile,
-        )
-        item_ids = sorted(it.id for it in search_items(params, aoi))
-        parameters = result_parameters(cfg, aoi.geometry)
-        key = inputs_key(item_ids, model_sha, parameters)
-        ledger.record_inputs(run_id, inputs_key=key, model_sha256=model_sha, parameters=parameters, item_ids=item_ids)
+    with stac_endpoint(cfg) as catalogue:
+        # One search and one hash of the weights: the plan keys the run and, if it must, is executed.
+        plan = make_plan(cfg, catalogue, lattice="aoi")
+        item_ids = sorted(it.id for it in plan.items)
+        parameters = plan.result_parameters()
+        key = plan.inputs_key()
+        ledger.record_inputs(run_id, inputs_key=key, model_sha256=plan.model.sha256, parameters=parameters,
+                             item_ids=item_ids)
 
         reusable = _reusable(ledger, region.name, key, final)
         if reusable is not None and reusable.out_dir == final:
@@ -354,7 +281,8 @@ def _run(region: Region, as_of: date, paths: RegionPaths, ledger: Ledger, run_id
             console.print(f"same scenes, model and parameters as run {reusable.id} ({reusable.as_of}): its map is reused")
         else:
             chunks = LedgerChunkStore(DirectoryChunkStore(paths.chunks), ledger, run_id)
-            result = run_map(cfg, console, chunks=chunks)
+            announce(plan, console)
+            result = execute(plan, console, chunks=chunks)
             blocks_total, blocks_computed, status = result.blocks_total, result.blocks_computed, "finished"
             timings = result.timings
             console.print(f"chunks: {blocks_computed} computed, {blocks_total - blocks_computed} read back of {blocks_total}")

@@ -10,7 +10,7 @@ from benchmarks.models import REBEN, REBEN_REPO, model_only_patches_per_second, 
 from models.card import ModelCard, card_path
 from models.predictor import Predictor
 from models.reben import BANDS_V02
-from pipeline.run import DEMO_WEIGHTS
+from pipeline.plan import DEMO_WEIGHTS
 
 
 @pytest.mark.parametrize("part", ["sr", "classifier", "both"])

@@ -80,7 +80,7 @@ def test_today_map_is_the_special_case_of_one_window_per_cell():
 
 
 def test_cells_outside_the_aoi_or_without_clear_ground_are_nan_and_cloudy_windows_never_reach_the_model():
-    plan = DetailPlan(window_px=120, stride_px=40, cell_px=10, dense_grid=3)
+    plan = DetailPlan(window_px=120, stride_px=40, cell_px=10, dense_grid=3, weight="hann")
     bands, clear, inside = block(plan, 12, lambda r, c: np.zeros(r.shape))
     inside[:, :3] = False  # AOI edge
     m = plan.margin_px
@@ -96,7 +96,7 @@ def test_cells_outside_the_aoi_or_without_clear_ground_are_nan_and_cloudy_window
 
 
 def test_neighbouring_blocks_blend_the_same_windows_as_one_big_block():
-    plan = DetailPlan(window_px=120, stride_px=40, cell_px=10, dense_grid=3)
+    plan = DetailPlan(window_px=120, stride_px=40, cell_px=10, dense_grid=3, weight="hann")
     rng = np.random.default_rng(0)
     coarse = rng.random((8, 8))
     field = lambda r, c: coarse[np.clip((r + 120) // 60, 0, 7), np.clip((c + 120) // 60, 0, 7)]  # noqa: E731
@@ -110,16 +110,16 @@ def test_neighbouring_blocks_blend_the_same_windows_as_one_big_block():
 
 
 def test_plans_are_made_from_the_card_window_and_a_cell_size_in_metres():
-    plan = DetailPlan.from_card(120, 100.0, 10.0, dense_grid=3)
+    plan = DetailPlan.from_card(120, 100.0, 10.0, dense_grid=3, weight="box")
     assert (plan.cell_px, plan.stride_px, plan.margin_px, plan.block_px(8)) == (10, 40, 120, 320)
     with pytest.raises(DetailError, match="whole number"):
-        DetailPlan.from_card(120, 105.0, 10.0)
+        DetailPlan.from_card(120, 105.0, 10.0, weight="box")
     with pytest.raises(DetailError, match="gaps"):
-        DetailPlan(window_px=120, stride_px=240, cell_px=10)
+        DetailPlan(window_px=120, stride_px=240, cell_px=10, weight="hann")
 
 
 def test_a_block_of_the_wrong_shape_is_refused():
-    plan = DetailPlan(window_px=120, stride_px=40, cell_px=10)
+    plan = DetailPlan(window_px=120, stride_px=40, cell_px=10, weight="hann")
     with pytest.raises(DetailError, match="padded by 120 px"):
         classify_pixels(np.zeros((1, 100, 100), np.float32), np.ones((100, 100), bool), np.ones((4, 4), bool),
                         plan, constant_model(np.array([1.0, 0.0]), 1), n_classes=2, min_clear=0.5)
@@ -152,9 +152,9 @@ def test_a_plan_on_pixels_twice_as_coarse_blends_the_same_windows_into_the_same_
 
 
 def test_a_plan_coarsens_only_into_whole_pixels():
-    assert DetailPlan(window_px=120, stride_px=40, cell_px=10).coarsened(1) == DetailPlan(window_px=120, stride_px=40, cell_px=10)
-    assert DetailPlan(window_px=120, stride_px=40, cell_px=10).coarsened(4) is None  # 10 px cells are 2.5 pixels of 40 m
-    assert DetailPlan(window_px=120, stride_px=30, cell_px=20).coarsened(4) is None
-    assert DetailPlan(window_px=120, stride_px=40, cell_px=20).coarsened(4).window_px == 30
+    assert DetailPlan(window_px=120, stride_px=40, cell_px=10, weight="hann").coarsened(1) == DetailPlan(window_px=120, stride_px=40, cell_px=10, weight="hann")
+    assert DetailPlan(window_px=120, stride_px=40, cell_px=10, weight="hann").coarsened(4) is None  # 10 px cells are 2.5 pixels of 40 m
+    assert DetailPlan(window_px=120, stride_px=30, cell_px=20, weight="hann").coarsened(4) is None
+    assert DetailPlan(window_px=120, stride_px=40, cell_px=20, weight="hann").coarsened(4).window_px == 30
     with pytest.raises(DetailError, match="at least 1"):
-        DetailPlan(window_px=120, stride_px=40, cell_px=10).coarsened(0)
+        DetailPlan(window_px=120, stride_px=40, cell_px=10, weight="hann").coarsened(0)

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from rich.console import Console
 
-from pipeline.config import MapConfig
+from pipeline.settings import MapConfig
 from pipeline.demo.truth import map_agreement, pixel_agreement
 from pipeline.run import run_map
 

@@ -8,15 +8,14 @@ import sys
 from pathlib import Path
 
 import shapely
-from rich.console import Console
 
 from pipeline.aoi import parse_aoi
-from pipeline.infer import ModelRef
+from pipeline.blocks import block_footprint, block_key, iter_blocks
 from pipeline.patches import plan_grid
-from pipeline.plan import plan_map, utm_zone
+from pipeline.plan import count_work, utm_zone
 
 AOI = parse_aoi({"type": "Polygon", "coordinates": [[[11.80, 45.30], [12.10, 45.30], [12.10, 45.42], [11.80, 45.42], [11.80, 45.30]]]})
-MODEL = ModelRef("weights.safetensors", "ab" * 32)
+MODEL = "ab" * 32  # sha256 of the weights
 
 
 class Item:
@@ -28,7 +27,7 @@ class Item:
 def test_a_plan_counts_cells_and_blocks_of_the_covered_part_only():
     west = Item("a", shapely.box(11.0, 45.0, 11.95, 46.0), "32TQR")
     grid = plan_grid(AOI, cells_per_chunk=4, coverage=shapely.box(11.0, 45.0, 11.95, 46.0))
-    plan = plan_map(AOI, [west], grid, model=MODEL, min_clear=0.5)
+    plan = count_work(AOI, [west], grid, model_sha256=MODEL, min_clear=0.5)
     assert plan.cells == int(grid.inside_aoi.sum()) > 0
     assert plan.windows == plan.cells and plan.blocks_done is None
     assert plan.tiles == ("32TQR",) and plan.zones == (32,)
@@ -48,15 +47,14 @@ def test_blocks_a_store_holds_are_done_and_need_no_windows():
 
     item = Item("a", shapely.box(11.0, 45.0, 13.0, 46.0), "32TQR")
     grid = plan_grid(AOI, cells_per_chunk=4)
-    everything = plan_map(AOI, [item], grid, model=MODEL, min_clear=0.5, chunks=Store(set()))
+    everything = count_work(AOI, [item], grid, model_sha256=MODEL, min_clear=0.5, chunks=Store(set()))
     assert everything.blocks_done == 0 and everything.windows == everything.cells
 
-    from pipeline.infer import block_footprint, block_key, iter_blocks
 
     first = next(iter_blocks(grid))
     key = block_key(first, grid, ["a"], MODEL, 0.5)
     assert block_footprint(first, grid).intersects(shapely.box(11.0, 45.0, 13.0, 46.0))
-    partly = plan_map(AOI, [item], grid, model=MODEL, min_clear=0.5, chunks=Store({key}), speed=lambda: 100.0)
+    partly = count_work(AOI, [item], grid, model_sha256=MODEL, min_clear=0.5, chunks=Store({key}), speed=lambda: 100.0)
     assert partly.blocks_done == 1 and partly.windows == everything.windows - first.n_inside
     assert partly.estimate_s == partly.windows / 100.0
 

@@ -17,9 +17,11 @@ import rasterio
 from rich.console import Console
 
 from models.classes import CLASS_COLORS
-from pipeline.config import MapConfig
-from pipeline.infer import DirectoryChunkStore, iter_blocks, read_group
-from pipeline.run import DEMO_WEIGHTS, run_map
+from pipeline.settings import MapConfig
+from pipeline.blocks import iter_blocks, read_group
+from pipeline.plan import DEMO_WEIGHTS
+from pipeline.run import run_map
+from pipeline.store import DirectoryChunkStore
 
 EXPECTED_FILES = {
     "landcover.tif", "landcover.tif.aux.xml", "confidence.tif", "probabilities.tif", "landcover.gpkg", "landcover.qml",
@@ -57,7 +59,7 @@ def test_the_demo_aoi_spans_both_utm_zones_and_maps_onto_one_grid(demo_map):
 
 def test_the_run_times_each_stage_and_keeps_the_workers_model_loading_out_of_the_block_work(demo_map):
     stages = list(demo_map.timings)
-    assert stages[:5] == ["aoi", "search", "plan", "cluster", "offsets"]
+    assert stages[:3] == ["plan", "cluster", "offsets"]  # plan: the AOI, the model card and the search
     assert {"load+infer", "model", "export", "shutdown"} <= set(stages)
     assert all(seconds >= 0 for seconds in demo_map.timings.values())
 
@@ -180,7 +182,8 @@ def test_save_composite_writes_the_imagery_that_active_learning_queries(demo_wor
     assert {"landcover", "patches", "scenes", "to_label"} <= layers
 
     # The user fills the class field in QGIS; training reads that layer over the same composite.
-    from models.train import DataSpec, load_source
+    from models.training.config import DataSpec
+    from models.training.sources import load_source
 
     labelled = pyogrio.read_dataframe(out / "landcover.gpkg", layer="to_label")
     labelled["class"] = labelled["guess"]

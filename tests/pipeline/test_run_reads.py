@@ -3,16 +3,15 @@ when its windows are whole pixels of them, in blocks of as many of them."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
 import shapely
-from rich.console import Console
-
 from pipeline.aoi import parse_aoi
-from pipeline.config import MapConfig
-from pipeline.infer import ModelRef, block_key, iter_blocks
-from pipeline.run import plan_map_grid, read_resolution
+from pipeline.settings import MapConfig
+from pipeline.blocks import block_key, iter_blocks
+from pipeline.plan import layout_line, plan_layout, read_resolution
 
 # About 150 x 110 km inside one scene footprint: big enough that blocks are not shrunk for a small AOI.
 AOI_RING = [[11.0, 45.0], [12.9, 45.0], [12.9, 46.0], [11.0, 46.0], [11.0, 45.0]]
@@ -24,9 +23,8 @@ REBEN_CARD = SimpleNamespace(window_px=120, patch_size=120)  # the window is the
 
 def plan(card, **options):
     cfg = MapConfig(aoi=Path("aoi.geojson"), out=Path("out"), **options)
-    console = Console(record=True, width=400)
-    grid, spec = plan_map_grid(cfg, AOI, ITEMS, card, console)
-    return grid, spec, console.export_text()
+    grid, detail, read_res = plan_layout(cfg, AOI, ITEMS, card)
+    return grid, detail, layout_line(cfg, grid, detail, read_res)
 
 
 def test_a_seed_family_model_is_read_and_classified_at_20m_in_blocks_of_twice_the_ground():
@@ -54,10 +52,10 @@ def test_blocks_classified_from_coarse_planes_have_their_own_keys():
     """A store of results made from 10 m planes must not answer for a run that classifies 20 m ones."""
     grid, fine, _ = plan(SEED_CARD, read_resolution=10, cells_per_chunk=8)
     _, coarse, _ = plan(SEED_CARD, cells_per_chunk=8)
-    model = ModelRef("weights.safetensors", "ab" * 32)
+    model = "ab" * 32  # sha256 of the weights
     block = next(iter_blocks(grid))
     keys = {block_key(block, grid, ["scene"], model, 0.5, spec) for spec in (fine, coarse)}
     assert len(keys) == 2
     # Runs that never coarsen keep the keys their stores already hold.
     assert block_key(block, grid, ["scene"], model, 0.5, fine) == block_key(
-        block, grid, ["scene"], model, 0.5, type(fine)(**{**vars(fine), "read_factor": 1}))
+        block, grid, ["scene"], model, 0.5, dataclasses.replace(fine, read_factor=1))

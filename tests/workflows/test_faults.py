@@ -3,23 +3,19 @@ mid-run, a STAC API that fails every third request. Real processes, 127.0.0.1 on
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from workflow_helpers import FIRST_AS_OF, REPO, landcover_cli, write_region
+from workflow_helpers import FIRST_AS_OF, REPO, StacProxy, landcover_cli, write_region
 
 from workflows.ledger import Ledger
 from workflows.runner import RegionPaths
@@ -167,65 +163,10 @@ def test_a_worker_killed_mid_run_does_not_stop_the_map(tmp_path, external_cluste
     assert (paths.final(FIRST_AS_OF) / "landcover.tif").read_bytes() == uninterrupted_classes
 
 
-class FlakyProxy:
-    """Forwards HTTP requests to ``upstream`` but answers every third one with 503. Links in the
-    answers are rewritten to the proxy, so following them (search, next page) also goes through it."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = urlsplit(upstream)
-        self.upstream_base = upstream.rstrip("/")
-        self.requests = 0
-        self.failed = 0
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                with proxy._lock:
-                    proxy.requests += 1
-                    fail = proxy.requests % 3 == 0
-                    proxy.failed += fail
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if fail:
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                answer = conn.getresponse()
-                data = answer.read().replace(proxy.upstream_base.encode(), proxy.url.encode())
-                self.send_response(answer.status)
-                self.send_header("Content-Type", answer.getheader("Content-Type", "application/json"))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_POST = _forward
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FlakyProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=10)
-
-
 def test_a_stac_api_failing_every_third_request_does_not_change_the_map(
     tmp_path, served_world, incremental_runs, uninterrupted_classes
 ):
-    with FlakyProxy(served_world.stac_url) as proxy:
+    with StacProxy(served_world.stac_url, fail_every=3) as proxy:
         region_file = write_region(tmp_path / "regions", tmp_path / "maps", stac_url=proxy.url)
         proc = landcover_cli("run", str(region_file), "--as-of", FIRST_AS_OF.isoformat())
         _, err = proc.communicate(timeout=300)

@@ -6,13 +6,19 @@ The test region is a 6 x 6 cell corner of the demo AOI across 12°E (both UTM zo
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from rich.console import Console
@@ -70,9 +76,77 @@ def quiet() -> Console:
 
 
 def landcover_cli(*args: str, **kwargs: Any) -> subprocess.Popen:
-    """`landcover <args>` with the workflow commands mounted, as its own process."""
+    """`landcover <args>` as its own process."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "workflows", *args], cwd=REPO, env=env,
+        [sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
     )
+
+
+class StacProxy:
+    """Forwards HTTP requests to the STAC API at ``upstream`` and counts them by path. With
+    ``fail_every`` n, every n-th request is answered 503; with ``hide``, the items of search answers
+    for which it is true are left out (a catalogue that does not have them yet). Links in the
+    answers are rewritten to the proxy, so following them (search, next page) also goes through it."""
+
+    def __init__(self, upstream: str, *, fail_every: int | None = None,
+                 hide: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        self.upstream = urlsplit(upstream)
+        self.upstream_base = upstream.rstrip("/")
+        self.requests = 0
+        self.failed = 0
+        self.paths: list[str] = []
+        self.hide = hide
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                with proxy._lock:
+                    proxy.requests += 1
+                    proxy.paths.append(urlsplit(self.path).path)
+                    fail = fail_every is not None and proxy.requests % fail_every == 0
+                    proxy.failed += fail
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if fail:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read().replace(proxy.upstream_base.encode(), proxy.url.encode())
+                if proxy.hide is not None and urlsplit(self.path).path.endswith("/search"):
+                    page = json.loads(data)
+                    page["features"] = [f for f in page.get("features", []) if not proxy.hide(f)]
+                    data = json.dumps(page).encode()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.getheader("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = _forward
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def searches(self) -> int:
+        return sum(path.endswith("/search") for path in self.paths)
+
+    def __enter__(self) -> StacProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=10)

@@ -98,8 +98,8 @@ def test_the_demo_config_validation_set_reproduces_the_committed_card(tmp_path, 
     """Through the real command line (its loader injection): `landcover evaluate --config` on the
     demo config's validation world gives the committed card's validation numbers again."""
     from models.card import ModelCard
-    from models.train import load_config
-    from pipeline import cli
+    from models.training.config import load_config
+    from cli import main as cli
 
     cfg = load_config("models/configs/demo.yaml")
     stem = cfg.output_dir / cfg.name
@@ -124,7 +124,7 @@ def test_the_demo_config_validation_set_reproduces_the_committed_card(tmp_path, 
 
 
 def test_the_loader_reads_the_world_the_spec_names(demo_world):
-    from models.train import DataSpec
+    from models.training.config import DataSpec
 
     data = demo_world_source(DataSpec(source="demo-world", stride=240), False)
     tag = f"world-s{demo_world.seed}-{demo_world.size_px}"  # the default spec names the default world

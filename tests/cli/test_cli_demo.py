@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from pipeline.demo.cli import demo_app
+from cli.demo import demo_app
 
 
 def test_generate_lists_every_scene_and_where_the_world_is(tmp_path):

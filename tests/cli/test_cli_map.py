@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli
+from cli import main as cli
 
 POLYGON = {"type": "Polygon", "coordinates": [[[11.9, 45.4], [12.05, 45.4], [12.05, 45.45], [11.9, 45.45], [11.9, 45.4]]]}
 

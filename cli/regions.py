@@ -1,6 +1,6 @@
 """`landcover run`, `landcover run-due` and `landcover schedule print`.
 
-Mounted by pipeline/cli.py with ``register(app)``; errors raise LandcoverError subclasses, which
+Mounted by cli/main.py with ``register(app)``; errors raise LandcoverError subclasses, which
 the main CLI prints as one line with exit status 2.
 """
 
@@ -55,7 +55,9 @@ def run_command(
 
     region = load_region(region_file)
     if plan:
-        err.print(plan_region(region, as_of=_as_of(as_of), root=root, console=err).table())
+        from pipeline.plan import plan_table
+
+        err.print(plan_table(*plan_region(region, as_of=_as_of(as_of), root=root, console=err)))
         return
     run_region(region, as_of=_as_of(as_of), root=root, console=err)
 
