@@ -92,7 +92,7 @@ def _client_peak_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float,
     return peak / 2**20, time.perf_counter() - start, proc.returncode
 
 
-def pixel_runs(side_km: float = 6.0) -> list[dict]:
+def pixel_runs(side_km: float = 6.0, *, save_composite: bool = False) -> list[dict]:
     from pipeline.demo import generate_world
     from pipeline.demo.serve import serve_world
 
@@ -103,10 +103,11 @@ def pixel_runs(side_km: float = 6.0) -> list[dict]:
             aoi = Path(tmp) / f"aoi-{side:g}km.geojson"
             aoi.write_text(json.dumps(world.central_aoi(side)))
             cmd = [str(Path(sys.executable).with_name("landcover")), "map", str(aoi), "--source", "local",
-                   "--stac-url", served.stac_url, "--out", str(Path(tmp) / f"map-{side:g}"), "--workers", "2"]
+                   "--stac-url", served.stac_url, "--out", str(Path(tmp) / f"map-{side:g}"), "--workers", "2",
+                   *(["--save-composite"] if save_composite else [])]
             peak, seconds, code = _client_peak_rss(cmd, dict(os.environ))
             summary = json.loads((Path(tmp) / f"map-{side:g}" / "summary.json").read_text()) if code == 0 else {}
-            rows.append({"side_km": side, "area_km2": side * side, "cells": summary.get("cells", {}).get("valid"),
+            rows.append({"side_km": side, "area_km2": side * side, "save_composite": save_composite, "cells": summary.get("cells", {}).get("valid"),
                          "seconds": seconds, "client_peak_rss_mib": peak, "exit": code})
     return rows
 
@@ -140,12 +141,14 @@ def report_planning() -> None:
 
 def report_pixels() -> None:
     print("\n== scale: pixel runs over the 3 x 2 tile demo world (client RSS, not workers) ==")
-    runs = pixel_runs()
-    for r in runs:
-        print(f"AOI {r['side_km']:g} x {r['side_km']:g} km ({r['area_km2']:.0f} km²): {r['cells']} cells, {r['seconds']:.0f} s, "
-              f"client peak RSS {r['client_peak_rss_mib']:.0f} MiB, exit {r['exit']}")
-    if len(runs) == 2 and runs[0]["client_peak_rss_mib"]:
-        print(f"4x the area: client peak RSS x{runs[1]['client_peak_rss_mib'] / runs[0]['client_peak_rss_mib']:.2f}")
+    for save_composite in (False, True):
+        runs = pixel_runs(save_composite=save_composite)
+        what = "with --save-composite" if save_composite else "map only"
+        for r in runs:
+            print(f"{what:>21}: AOI {r['side_km']:g} x {r['side_km']:g} km ({r['area_km2']:.0f} km²): {r['cells']} cells, "
+                  f"{r['seconds']:.0f} s, client peak RSS {r['client_peak_rss_mib']:.0f} MiB, exit {r['exit']}")
+        if len(runs) == 2 and runs[0]["client_peak_rss_mib"]:
+            print(f"{what:>21}: 4x the area: client peak RSS x{runs[1]['client_peak_rss_mib'] / runs[0]['client_peak_rss_mib']:.2f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 _CHUNK = 1 << 20  # checkpoints run to hundreds of MB: read them 1 MiB at a time
+# mkstemp makes its file 0600; a finished file gets the mode any new file of this process gets.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
@@ -36,6 +39,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     try:
         write(tmp)
         _fsync(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from affine import Affine
+from odc.geo.geobox import GeoBox
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -23,9 +25,10 @@ from pipeline import __version__
 from pipeline.blocks import READ_GROUP, read_group
 from pipeline.cluster import connect, gpu_count
 from pipeline.errors import LandcoverError
+from pipeline.export.composite import CompositeRaster, core_dn
 from pipeline.export.staging import check_out_dir
 from pipeline.infer import ModelRef, load_model_here
-from pipeline.load import configure_gdal, item_offsets, load_block, load_composite
+from pipeline.load import configure_gdal, item_offsets, load_block
 from pipeline.mosaic import mosaic
 from pipeline.patches import PatchGrid
 from pipeline.plan import Lattice, RunPlan, Work, WorkCount, count_work, make_plan, model_speed
@@ -185,7 +188,7 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
             parameters=cfg.model_dump(mode="json"),
             synthetic_model=bool(card.training_data.synthetic),
         )
-        composite = _composite_writer(plan, offsets, client, progress) if cfg.save_composite else None
+        composite: CompositeRaster | None = None  # made in the output folder once the export has prepared it
         bar = progress.add_task("classifying chunks", total=plan.blocks.blocks)
         computed = 0
         model_loaded = False
@@ -202,20 +205,33 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
             return group_planes(works, grid, offsets, card, plan.read_resolution, plan.detail.read_factor)
 
         multi_label = card.task == "multi-label"
-        with map_export(
+        f = plan.detail.read_factor
+        margin = grid.margin_px // f
+
+        def tap(work: Work, planes):  # composite.tif: each computed block's own pixels, as it lands
+            ys, xs = work.block.cells
+            shape = ((ys.stop - ys.start) * grid.stride_px // f, (xs.stop - xs.start) * grid.stride_px // f)
+            return client.submit(core_dn, planes, margin, shape, f, pure=False)
+
+        with contextlib.ExitStack() as cleanup, map_export(
             grid.cell_geobox, cfg.out, provenance=provenance, multi_label=multi_label,
-            threshold=card.threshold, aoi=plan.aoi.geometry, scenes=items, overwrite=cfg.overwrite, composite=composite,
+            threshold=card.threshold, aoi=plan.aoi.geometry, scenes=items, overwrite=cfg.overwrite,
+            composite=(lambda path: composite.finish(path)) if cfg.save_composite else None,
         ) as export:
+            if cfg.save_composite:
+                composite = CompositeRaster(cfg.out, composite_geobox(plan), card.bands)
+                cleanup.callback(composite.discard)
             group = gpu_group_size(windows_per_block(grid, plan.detail)) if info.gpu_workers else 1
             stream = classify_stream(
-                client, plan.works(chunks), prepare, plan.model, plan.detail, cfg.min_clear,
+                # composite.tif needs every block's planes: with it, stored results are recomputed.
+                client, plan.works(None if cfg.save_composite else chunks), prepare, plan.model, plan.detail, cfg.min_clear,
                 gpu=info.gpu_workers > 0, group=group,
                 # Enough blocks in flight to keep every worker reading while others classify.
                 in_flight=max(2, 2 * info.n_workers) * (READ_GROUP**2 if group == 1 else 1),
                 read_key=lambda work: read_group(work.block), read_size=READ_GROUP**2,
-                before_first=load_model_once,
+                before_first=load_model_once, tap=tap if cfg.save_composite else None,
             )
-            for work, values, fresh in stream:
+            for work, values, fresh, dn in stream:
                 if fresh:
                     computed += 1
                     if chunks is not None:
@@ -225,6 +241,8 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
                     multi_label=multi_label, threshold=card.threshold,
                 )
                 export.write(work.block.cells, block_map)
+                if dn is not None:
+                    composite.write(work.block.cells[0].start * grid.stride_px, work.block.cells[1].start * grid.stride_px, dn)
                 progress.advance(bar)
             lap("load+infer")
         lap("export")
@@ -275,19 +293,10 @@ def group_planes(works: list[Work], grid: PatchGrid, offsets: dict[str, int], ca
             for ys, xs in (w.block.pixels for w in works)]
 
 
-def _composite_writer(plan: RunPlan, offsets, client, progress):
-    """composite.tif, computed again block by block while the cluster is up (whole-grid graph:
-    meant for maps small enough to look at in QGIS)."""
-    from pipeline.export.composite import write_composite
-
-    card, grid = plan.card, plan.grid
-
-    def composite(path: Path) -> None:
-        ds = load_composite(plan.items, grid, offsets=offsets, bands=tuple(card.bands), resampling=card.resampling)
-        task = progress.add_task("writing composite.tif", total=None)
-        write_composite(
-            path, [ds[b].data for b in card.bands], card.bands, grid.pixel_geobox, client,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
-
-    return composite
+def composite_geobox(plan: RunPlan) -> GeoBox:
+    """composite.tif's grid: the map's pixel grid over the map's extent (its cells, no margin)."""
+    grid = plan.grid
+    ny, nx = grid.cell_geobox.shape
+    t = grid.cell_geobox.affine
+    res = plan.config.resolution
+    return GeoBox((ny * grid.stride_px, nx * grid.stride_px), Affine(res, 0.0, t.c, 0.0, -res, t.f), grid.cell_geobox.crs)

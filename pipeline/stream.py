@@ -48,8 +48,9 @@ def classify_stream(
     read_key: Callable[[object], object] = id,
     read_size: int = 1,
     before_first: Callable[[], None] = lambda: None,
-) -> Iterator[tuple[object, np.ndarray, bool]]:
-    """Run the blocks of ``works`` on the cluster and yield ``(work, values, computed)`` as each lands.
+    tap: Callable[[object, object], object] | None = None,
+) -> Iterator[tuple[object, np.ndarray, bool, object]]:
+    """Run the blocks of ``works`` on the cluster and yield ``(work, values, computed, tapped)`` as each lands.
 
     ``works`` are planned lazily (``work.stored`` holds a result a store already had: it is
     yielded at once, uncomputed). Consecutive works with the same ``read_key`` (at most
@@ -59,7 +60,9 @@ def classify_stream(
     which asks for the GPU resource when ``gpu`` (GPU workers only classify while every worker
     reads). At most ``in_flight`` classification tasks are on the cluster at once, so the client
     holds what is in flight, not the area. ``before_first`` runs before the first submission
-    (loading the model on the workers only when something is computed).
+    (loading the model on the workers only when something is computed). ``tap(work, planes)``
+    submits a task of its own on a computed block's planes (a future); its result comes as
+    ``tapped`` with the block (None for stored blocks, or without ``tap``).
     """
     from itertools import groupby
 
@@ -69,6 +72,7 @@ def classify_stream(
     works = iter(works)
     running = as_completed()
     groups: dict[str, list] = {}
+    tapped: dict[str, object] = {}
     waiting: list = []
     started = False
     exhausted = False
@@ -80,6 +84,9 @@ def classify_stream(
             started = True
         planes = [p for _, unit in groupby(batch, key=read_key) for p in prepare(list(unit))]
         prepared = client.compute(planes)
+        if tap is not None:
+            for work, block_planes in zip(batch, prepared, strict=True):
+                tapped[work.key] = tap(work, block_planes)
         parts = [(batch[i:i + 1], prepared[i:i + 1]) for i in range(len(batch))] if group == 1 else [(batch, prepared)]
         for part, inputs in parts:
             key = (f"classify-{part[0].block.index[0]}-{part[0].block.index[1]}-"
@@ -103,7 +110,7 @@ def classify_stream(
                     submit(waiting[:])
                     waiting.clear()
             elif work.stored is not None:
-                yield work, work.stored, False
+                yield work, work.stored, False, None
             else:
                 # A read group is never split between submissions when it can be helped.
                 if len(waiting) >= group and read_key(work) != read_key(waiting[-1]):
@@ -119,6 +126,7 @@ def classify_stream(
         future = next(running)
         batch = groups.pop(future.key)
         for work, values in zip(batch, future.result(), strict=True):
-            yield work, values, True
+            extra = tapped.pop(work.key, None)
+            yield work, values, True, (extra.result() if extra is not None else None)
         future.release()
         yield from fill()

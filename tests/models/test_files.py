@@ -66,3 +66,18 @@ def test_hashing_needs_no_torch() -> None:
     code = "import sys, models.files; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_written_file_gets_the_mode_of_any_new_file(tmp_path: Path) -> None:
+    import os
+
+    from models.files import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        os.umask(mask)
+        atomic_write_text(tmp_path / "a.txt", "x")
+        (tmp_path / "b.txt").write_text("x")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777
+    finally:
+        os.umask(mask)

@@ -152,8 +152,9 @@ def test_an_existing_scheduler_runs_the_same_job_and_gpu_workers_only_classify(d
 
 
 def test_save_composite_writes_the_imagery_that_active_learning_queries(demo_world, tiny_model, tmp_path):
-    """--save-composite: the reflectance COG under the map, on the pixel grid; DBSS then picks
-    patches of it into a `to_label` layer of the map's own GeoPackage."""
+    """--save-composite: the reflectance COG under the map, on its 10 m pixel grid over the map's
+    extent, written block by block; DBSS then picks patches of it into a `to_label` layer of the
+    map's own GeoPackage."""
     from models.active import write_to_label
     from models.train_cli import query_map
 
@@ -163,8 +164,8 @@ def test_save_composite_writes_the_imagery_that_active_learning_queries(demo_wor
     assert result.files.composite == out / "composite.tif"
     with rasterio.open(out / "composite.tif") as src:
         assert src.driver == "GTiff" and src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        assert src.crs.to_epsg() == 32632 and src.transform == result.grid.pixel_geobox.affine
-        assert (src.height, src.width) == tuple(result.grid.pixel_geobox.shape)
+        cells = result.grid.cell_geobox
+        assert src.crs.to_epsg() == 32632 and src.bounds == tuple(cells.boundingbox) and src.res == (10.0, 10.0)
         assert src.count == 3 and src.dtypes == ("uint16",) * 3 and src.nodata == 0
         assert src.scales == (1e-4,) * 3 and src.overviews(1)
         dn = src.read(out_shape=(3, src.height // 8, src.width // 8))
