@@ -27,6 +27,7 @@ err = Console(stderr=True)
 def _mount() -> None:
     if any(c.name == "map" for c in app.registered_commands):
         return
+    from cli.assess import assess_app
     from cli.map import map_command
     from models.cli import model_app
     from models.train_cli import register as register_training
@@ -41,10 +42,6 @@ def _mount() -> None:
     register_training(app, sources={"demo-world": demo_world_source},
                       window_sources={"demo-world": demo_world_window_source})
     register_workflows(app)
-    try:
-        from cli.assess import assess_app
-    except ImportError:  # pragma: no cover - while the assess commands are being built
-        return
     app.add_typer(assess_app, name="assess", help="Accuracy assessment and area estimates (Olofsson et al. 2014).")
 
 

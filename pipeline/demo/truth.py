@@ -118,3 +118,35 @@ def _inside_tile(tile, crs: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     tx, ty = Transformer.from_crs(crs, tile.crs, always_xy=True).transform(x, y)
     west, south, east, north = tile.bounds
     return (tx >= west) & (tx < east) & (ty > south) & (ty <= north)
+
+
+def write_truth_mosaic(world: DemoWorld, path: Path, *, resolution: float = 10.0) -> Path:
+    """The world's truth with every tile on one grid, as a GeoTIFF of class codes (0 = no truth).
+
+    The grid is the first tile's UTM zone at ``resolution`` metres over the union of the tiles;
+    the other zones' truth is warped onto it (nearest). The result serves as the reference raster
+    of ``landcover assess label`` over a map of the demo world, whichever zones the map spans.
+    """
+    from odc.geo.geobox import GeoBox
+    from rasterio.warp import transform_bounds
+
+    from models.files import atomic_write
+
+    crs = world.tiles[0].crs
+    boxes = [transform_bounds(tile.crs, crs, *tile.bounds, densify_pts=21) for tile in world.tiles]
+    bbox = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    geobox = GeoBox.from_bbox(bbox, crs, resolution=resolution)
+    codes = truth_on_grid(world, geobox)
+    profile = {
+        "driver": "GTiff", "width": geobox.shape.x, "height": geobox.shape.y, "count": 1, "dtype": "uint8",
+        "crs": geobox.crs.to_wkt(), "transform": geobox.affine, "nodata": 0, "compress": "deflate",
+        "tiled": True, "blockxsize": 256, "blockysize": 256,
+    }
+
+    def write(tmp: Path) -> None:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(codes, 1)
+            dst.set_band_description(1, "demo world truth: land-cover class code (0 = no truth)")
+
+    atomic_write(path, write)
+    return path

@@ -11,6 +11,7 @@ import uuid
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,6 +208,63 @@ def outline_style(outline: str = "20,20,20,255", outline_width: float = 0.4) -> 
     return _finish_vector_style(root, renderer)
 
 
+# A legend as the styles below take it: (code, name, (r, g, b)) per class, in legend order.
+LegendEntries = Sequence[tuple[int, str, tuple[int, int, int]]]
+
+
+def _marker_symbol(name: str, fill: str, outline: str = "35,35,35,255", size: float = 2.6) -> ET.Element:
+    symbol = ET.Element("symbol", type="marker", name=name, alpha="1", clip_to_extent="1", force_rhr="0")
+    layer = ET.SubElement(symbol, "layer", attrib={"class": "SimpleMarker", "enabled": "1", "pass": "0", "locked": "0"})
+    _options(layer, {
+        "name": "circle",
+        "color": fill,
+        "outline_color": outline,
+        "outline_style": "solid",
+        "outline_width": "0.3",
+        "outline_width_unit": "MM",
+        "size": f"{size:g}",
+        "size_unit": "MM",
+        "scale_method": "diameter",
+        "joinstyle": "bevel",
+        "offset": "0,0",
+        "offset_unit": "MM",
+    })
+    return symbol
+
+
+def sample_points_style(
+    classes: LegendEntries, *, attr: str = "map_class", label_field: str = "reference",
+    aliases: dict[str, str] | None = None, read_only: Sequence[str] = (),
+) -> ET.Element:
+    """Sample points coloured by their map class, with a value-map form on ``label_field``: the
+    interpreter picks a class by name from the legend and the field stores its code."""
+    root = _qgis_root()
+    renderer = ET.SubElement(
+        root, "renderer-v2", type="categorizedSymbol", attr=attr, symbollevels="0", enableorderby="0", forceraster="0",
+    )
+    categories = ET.SubElement(renderer, "categories")
+    symbols = ET.SubElement(renderer, "symbols")
+    for index, (code, name, rgb) in enumerate(classes):
+        ET.SubElement(categories, "category", value=str(code), symbol=str(index), label=name, render="true")
+        symbols.append(_marker_symbol(str(index), "{},{},{},255".format(*rgb)))
+    _finish_vector_style(root, renderer)
+
+    fields = ET.SubElement(root, "fieldConfiguration")
+    widget = ET.SubElement(ET.SubElement(fields, "field", name=label_field, configurationFlags="None"), "editWidget", type="ValueMap")
+    config = ET.SubElement(ET.SubElement(widget, "config"), "Option", type="Map")
+    value_map = ET.SubElement(config, "Option", type="List", name="map")
+    for code, name, _ in classes:
+        ET.SubElement(ET.SubElement(value_map, "Option", type="Map"), "Option", type="QString", name=name, value=str(code))
+    alias_element = ET.SubElement(root, "aliases")
+    for index, (field_name, alias) in enumerate((aliases or {}).items()):
+        ET.SubElement(alias_element, "alias", field=field_name, index=str(index), name=alias)
+    editable = ET.SubElement(root, "editable")
+    for field_name in read_only:
+        # The design's fields are facts of the sample, not for the interpreter to change.
+        ET.SubElement(editable, "field", name=field_name, editable="0")
+    return root
+
+
 def categorized_sld(layer: str, attr: str = "class_id") -> str:
     """The same class colours as SLD 1.1 (for tools that read styleSLD rather than QML)."""
     sld = "http://www.opengis.net/sld"
@@ -298,20 +356,7 @@ def project_qgs(title: str, layers: list[ProjectLayer], crs: CRS, bounds: tuple[
 
     project_layers = ET.SubElement(root, "projectlayers")
     for layer in layers:
-        attrs = {"type": layer.kind, "hasScaleBasedVisibilityFlag": "0", "styleCategories": "AllStyleCategories"}
-        if layer.geometry:
-            attrs.update(geometry=layer.geometry, wkbType=f"Multi{layer.geometry}")
-        maplayer = ET.SubElement(project_layers, "maplayer", attrs)
-        _extent(maplayer, "extent", bounds)
-        ET.SubElement(maplayer, "id").text = layer.layer_id
-        ET.SubElement(maplayer, "datasource").text = layer.source
-        ET.SubElement(maplayer, "layername").text = layer.name
-        ET.SubElement(maplayer, "srs").append(spatialrefsys(crs))
-        provider = ET.SubElement(maplayer, "provider")
-        provider.text = layer.provider
-        if layer.provider == "ogr":
-            provider.set("encoding", "UTF-8")
-        maplayer.extend(list(layer.style))
+        project_layers.append(_maplayer(layer, crs, bounds))
 
     order = ET.SubElement(root, "layerorder")
     for layer in layers:
@@ -321,6 +366,59 @@ def project_qgs(title: str, layers: list[ProjectLayer], crs: CRS, bounds: tuple[
     # QGIS 3.22 reads <projectCrs> only when this legacy switch is on.
     ET.SubElement(ET.SubElement(properties, "SpatialRefSys"), "ProjectionsEnabled", type="int").text = "1"
     return to_text(root)
+
+
+def _maplayer(layer: ProjectLayer, crs: CRS, bounds: tuple[float, float, float, float]) -> ET.Element:
+    """A layer's <maplayer>: where its data is, its CRS and extent, and its style."""
+    attrs = {"type": layer.kind, "hasScaleBasedVisibilityFlag": "0", "styleCategories": "AllStyleCategories"}
+    if layer.geometry:
+        # Polygons are written as multipolygons; sample points stay single points.
+        attrs.update(geometry=layer.geometry, wkbType=layer.geometry if layer.geometry == "Point" else f"Multi{layer.geometry}")
+    maplayer = ET.Element("maplayer", attrs)
+    _extent(maplayer, "extent", bounds)
+    ET.SubElement(maplayer, "id").text = layer.layer_id
+    ET.SubElement(maplayer, "datasource").text = layer.source
+    ET.SubElement(maplayer, "layername").text = layer.name
+    ET.SubElement(maplayer, "srs").append(spatialrefsys(crs))
+    provider = ET.SubElement(maplayer, "provider")
+    provider.text = layer.provider
+    if layer.provider == "ogr":
+        provider.set("encoding", "UTF-8")
+    maplayer.extend(list(layer.style))
+    return maplayer
+
+
+def with_project_layer(qgs_text: str, layer: ProjectLayer, crs: CRS, bounds: tuple[float, float, float, float]) -> str:
+    """The .qgs document with ``layer`` on top of the legend, replacing a layer of the same id
+    (so adding a layer again, as a redrawn sample, leaves one copy)."""
+    root = ET.fromstring(qgs_text)
+    for parent_path, tag in (("layer-tree-group", "layer-tree-layer"), ("layerorder", "layer"), ("projectlayers", "maplayer")):
+        parent = root.find(parent_path)
+        if parent is None:
+            raise ValueError(f"not a QGIS project: no <{parent_path}>")
+        for old in list(parent):
+            if old.tag == tag and layer.layer_id in (old.get("id"), old.findtext("id")):
+                parent.remove(old)
+    tree = root.find("layer-tree-group")
+    node = ET.Element(
+        "layer-tree-layer", id=layer.layer_id, name=layer.name, source=layer.source, providerKey=layer.provider,
+        checked="Qt::Checked" if layer.visible else "Qt::Unchecked", expanded="1",
+    )
+    ET.SubElement(node, "customproperties")
+    # After the group's <customproperties>: the first layer is the top of the legend.
+    tree.insert(1 if tree.find("customproperties") is not None else 0, node)
+    root.find("layerorder").insert(0, ET.Element("layer", id=layer.layer_id))
+    root.find("projectlayers").insert(0, _maplayer(layer, crs, bounds))
+    return to_text(root)
+
+
+def read_qgz(path: Path) -> str:
+    """The .qgs document inside a .qgz (its one .qgs member)."""
+    with zipfile.ZipFile(path) as archive:
+        members = [n for n in archive.namelist() if n.endswith(".qgs")]
+        if len(members) != 1:
+            raise ValueError(f"{path} holds {len(members)} .qgs documents, not one")
+        return archive.read(members[0]).decode("utf-8")
 
 
 def write_qgz(path: Path, qgs_text: str, member: str = "landcover.qgs") -> None:

@@ -199,3 +199,39 @@ def write_geopackage(
             )
             dataset_options = {}  # only the first write creates the dataset
     pyogrio.write_dataframe(styles, path, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"})
+
+
+def style_rows(styles: Mapping[str, tuple[Any, str]], now: datetime | None = None) -> pd.DataFrame:
+    """layer_styles rows for other layers than the map's own: layer -> (QML element, description)."""
+    now = now or datetime.now(UTC)
+    return pd.DataFrame([
+        {
+            "f_table_catalog": "",
+            "f_table_schema": "",
+            "f_table_name": layer,
+            "f_geometry_column": GEOMETRY_COLUMN,
+            "styleName": layer,
+            "styleQML": to_text(qml),
+            "styleSLD": "",
+            "useAsDefault": True,
+            "description": description,
+            "owner": "",
+            "ui": "",
+            "update_time": pd.Timestamp(now),
+        }
+        for layer, (qml, description) in styles.items()
+    ])
+
+
+def write_point_geopackage(
+    path: Path, points: Mapping[str, gpd.GeoDataFrame], tables: Mapping[str, pd.DataFrame], styles: pd.DataFrame
+) -> None:
+    """A new GeoPackage at ``path`` of point layers, plain attribute tables and their layer_styles."""
+    dataset_options: dict[str, str] = {"VERSION": GPKG_VERSION}
+    for name, frame in points.items():
+        pyogrio.write_dataframe(frame, path, layer=name, driver="GPKG", geometry_type="Point", dataset_options=dataset_options)
+        dataset_options = {}  # only the first write creates the dataset
+    for name, table in tables.items():
+        pyogrio.write_dataframe(table, path, layer=name, driver="GPKG", dataset_options=dataset_options)
+        dataset_options = {}
+    pyogrio.write_dataframe(styles, path, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"})
