@@ -22,9 +22,10 @@ than ``window_px`` before a cell cannot reach it); none when the windows are the
 the windows in flight plus a few arrays of (classes, samples) per block (~50 MB for a 8 x 8 km
 block at 10 m, 19 classes).
 
-Measured on the demo world (``python -m benchmarks.detail``): dense evaluation, stride
-window / 3, 100 m cells, ``box`` weights. With ``g = 1``, ``box`` weights, ``stride_px == cell_px == window_px`` this is today's map:
-one window per cell, classified whole.
+Measured on the demo truth (``python -m benchmarks.detail``): dense evaluation, stride window / 3,
+100 m cells and ``gaussian`` weights are the map's defaults (:mod:`pipeline.settings`). With
+``g = 1``, ``box`` weights and ``stride_px == cell_px == window_px`` it is the 1.2 km map of one
+window per cell, classified whole.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class DetailPlan:
 
     @property
     def one_window_per_cell(self) -> bool:
-        """Windows that are the cells themselves (today's 1.2 km map): no window reaches past its cell."""
+        """Windows that are the cells themselves (the 1.2 km map): no window reaches past its cell."""
         return self.window_px == self.stride_px == self.cell_px
 
     @property
