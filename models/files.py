@@ -25,15 +25,18 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], *, keep_suffix: bool = True) -> None:
     """Make ``path`` by calling ``write(tmp)`` on a temporary path beside it, then renaming.
 
     The temporary name keeps ``path``'s suffix because some writers choose the format by it
     (``np.savez`` appends ``.npz`` to any other name, GDAL picks the driver, matplotlib the
-    image type). ``write`` may open and write ``tmp`` itself, or hand it to a library.
+    image type); ``keep_suffix=False`` for folders whose readers glob by suffix (a half-written
+    chunk must never look like one). ``write`` may open and write ``tmp`` itself, or hand it to a
+    library.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    suffix = f".tmp{path.suffix}" if keep_suffix else ".tmp"
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -42,7 +42,13 @@ class DirectoryChunkStore:
 
     def put(self, key: str, values: np.ndarray) -> None:
         array = np.ascontiguousarray(values, dtype=np.float32)
-        atomic_write(self._path(key), lambda tmp: np.save(tmp, array, allow_pickle=False))
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save adds no suffix to it
+                np.save(f, array, allow_pickle=False)
+
+        # The temporary name does not end in .npy: a store's readers see whole chunks or none.
+        atomic_write(self._path(key), save, keep_suffix=False)
 
     def __contains__(self, key: str) -> bool:
         return self._path(key).exists()

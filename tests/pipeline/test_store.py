@@ -21,3 +21,18 @@ def test_a_damaged_chunk_is_recomputed_not_trusted(tmp_path):
     store = DirectoryChunkStore(tmp_path)
     (tmp_path / "k.npy").write_bytes(b"\x93NUMPY garbage")
     assert store.get("k") is None
+
+
+def test_a_chunk_being_written_never_looks_like_a_chunk(tmp_path, monkeypatch):
+    """Runs and tests glob a store for ``*.npy``: a half-written chunk must not match."""
+    store = DirectoryChunkStore(tmp_path)
+    seen = []
+    real_save = np.save
+
+    def save(file, array, **kwargs):
+        seen.append(sorted(p.name for p in tmp_path.glob("*.npy")))
+        real_save(file, array, **kwargs)
+
+    monkeypatch.setattr(np, "save", save)
+    store.put("k", np.zeros((N_PLANES, 1, 1), np.float32))
+    assert seen == [[]] and [p.name for p in tmp_path.glob("*.npy")] == ["k.npy"]

@@ -37,7 +37,7 @@ def test_paths_are_relative_to_the_region_file(tmp_path):
 
 def test_the_map_config_of_a_run_date_carries_the_window_and_settings(tmp_path):
     region = load_region(_write(tmp_path, region_dict(tmp_path / "maps", cluster="tcp://127.0.0.1:8786")))
-    cfg = region.map_config(tmp_path / "aoi.geojson", tmp_path / "out", date(2024, 7, 5))
+    cfg = region.map_config(tmp_path / "out", date(2024, 7, 5))
     assert (cfg.start, cfg.end) == (date(2024, 6, 6), date(2024, 7, 5))  # the last 30 days, inclusive
     assert cfg.scheduler == "tcp://127.0.0.1:8786" and cfg.max_cloud == 70 and cfg.cells_per_chunk == 2
     assert cfg.collection == "sentinel-2-l2a"  # the default
@@ -45,14 +45,14 @@ def test_the_map_config_of_a_run_date_carries_the_window_and_settings(tmp_path):
 
 def test_the_read_resolution_of_a_region_reaches_its_map_runs(tmp_path):
     region = load_region(_write(tmp_path, {**region_dict(tmp_path / "maps"), "read_resolution": 10}))
-    assert region.map_config(tmp_path / "aoi.geojson", tmp_path / "out", date(2024, 7, 5)).read_resolution == 10
+    assert region.map_config(tmp_path / "out", date(2024, 7, 5)).read_resolution == 10
     default = load_region(_write(tmp_path, region_dict(tmp_path / "maps")))
-    assert default.map_config(tmp_path / "aoi.geojson", tmp_path / "out", date(2024, 7, 5)).read_resolution is None
+    assert default.map_config(tmp_path / "out", date(2024, 7, 5)).read_resolution is None
 
 
 def test_the_collection_of_a_region_reaches_its_map_runs(tmp_path):
     region = load_region(_write(tmp_path, {**region_dict(tmp_path / "maps"), "collection": "sentinel-2-c1-l2a"}))
-    assert region.map_config(tmp_path / "aoi.geojson", tmp_path / "out", date(2024, 7, 5)).collection == "sentinel-2-c1-l2a"
+    assert region.map_config(tmp_path / "out", date(2024, 7, 5)).collection == "sentinel-2-c1-l2a"
 
 
 @pytest.mark.parametrize(
