@@ -80,3 +80,23 @@ def test_map_plan_over_a_continent_reads_no_pixel_and_writes_nothing(demo_world,
     assert "on 2 MGRS tiles (32TQR, 33TTL)" in text and "UTM zones │ 32, 33" in text
     assert "patches to classify" in text and "estimate" in text
     assert not out.exists()
+
+
+def test_the_plan_lists_its_scenes_and_prints_whole_as_json(demo_world, tiny_model, tmp_path):
+    """`--plan` names each scene with its tile and date; `--plan --json` is the whole plan, every
+    scene, the settings, the model and the grid, on stdout."""
+    exe = str(Path(sys.executable).with_name("landcover"))
+    args = [exe, "map", "--demo", "--out", str(tmp_path / "map"), "--model", str(tiny_model), "--plan", "--cell-size", "200"]
+    table = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    as_json = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0 and as_json.returncode == 0, table.stderr + as_json.stderr
+    plan = json.loads(as_json.stdout)
+    scenes = plan["scenes"]
+    assert len(scenes) >= 2 and all(s["id"] and s["tile"] and s["datetime"] for s in scenes)
+    text = " ".join(table.stderr.split())
+    for scene in scenes:
+        assert f"{scene['tile']} {scene['datetime'][:10]} {scene['id']}" in text
+    assert "cell_size=200.0" in text  # the settings that differ from their defaults
+    assert plan["settings"]["cell_size"] == 200.0 and plan["model"]["sha256"] and plan["grid"]["cell_m"] == 200.0
+    assert plan["blocks"] >= 1 and plan["cells"] > 0 and plan["window"]["start"] <= plan["window"]["end"]
+    assert not (tmp_path / "map").exists()
