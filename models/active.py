@@ -25,6 +25,7 @@ import numpy as np
 
 from models.classes import CLASS_NAMES, class_code
 from models.errors import LandcoverError
+from models.files import atomic_write
 
 
 class ActiveLearningError(LandcoverError):
@@ -208,10 +209,7 @@ def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:
 
 
 def _savefig(fig, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
 
 
 # --------------------------------------------------------------------------- QGIS layer
@@ -258,7 +256,9 @@ def write_to_label(frame, path: Path, layer: str = "to_label") -> None:
     if path.exists():
         pyogrio.write_dataframe(frame, path, layer=layer, driver="GPKG", layer_options={"OVERWRITE": "YES"})
         return
-    tmp = path.with_name(path.stem + ".tmp.gpkg")
-    tmp.unlink(missing_ok=True)
-    pyogrio.write_dataframe(frame, tmp, layer=layer, driver="GPKG", dataset_options={"VERSION": "1.3"})
-    tmp.replace(path)
+
+    def write_new(tmp: Path) -> None:
+        tmp.unlink()  # GDAL will not create a GeoPackage over the empty file the temporary name starts as
+        pyogrio.write_dataframe(frame, tmp, layer=layer, driver="GPKG", dataset_options={"VERSION": "1.3"})
+
+    atomic_write(path, write_new)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from models import __version__
 from models.bands import common_name
 from models.classes import CLASS_NAMES, NUM_CLASSES
 from models.errors import LandcoverError
+from models.files import sha256_file  # noqa: F401 - re-exported: pipeline/ and workflows/ import it from here
 from models.profiles import Variant, get_profile
 
 Task = Literal["single-label", "multi-label"]
@@ -27,16 +34,8 @@ class CardError(LandcoverError):
     """A model card cannot be read or does not validate."""
 
 
-# These two live here, not in models.checkpoint, so a process that only records which weights a
+# card_path lives here, not in models.checkpoint, so a process that only records which weights a
 # run uses (the map's client) never imports torch (~0.5 GiB resident).
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def card_path(weights: str | os.PathLike[str]) -> Path:
     """The card lives beside the weights: same stem, ``.json``."""
     return Path(weights).with_suffix(".json")

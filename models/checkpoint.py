@@ -9,70 +9,24 @@ load (except the documented SR-only case, where the classifier stays untrained).
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from models.card import ModelCard, TrainingData, card_path, sha256_file
+from models.card import ModelCard, TrainingData, card_path
 from models.classifier import SRClassifier
+from models.files import atomic_write_text, sha256_file
 from models.profiles import PROFILES, Profile, Variant, check_variant, get_profile
-from models.errors import LandcoverError
-
-StateDict = dict[str, Tensor]
-SAFETENSORS_SUFFIX = ".safetensors"
-# Wrappers some training scripts put around the state_dict.
-_NESTED_KEYS = ("state_dict", "model_state_dict", "model")
-
-
-class CheckpointError(LandcoverError):
-    """A weights file cannot be read, is unsafe, or does not fit the model."""
-
-
-def load_state_dict(path: str | os.PathLike[str]) -> StateDict:
-    """Tensors of a ``.safetensors`` or torch (``.pth``/``.pt``) file, on CPU, never running pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    if path.suffix == SAFETENSORS_SUFFIX:
-        try:
-            return load_file(path, device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):  # corruption, not a refused class or function
-            raise CheckpointError(f"{path} is not a readable torch checkpoint (corrupt, truncated or another format)") from None
-        raise CheckpointError(
-            f"{path} holds pickled code, which is never run: save a plain state_dict "
-            f"(torch.save(model.state_dict(), ...)) or safetensors instead"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({str(e).splitlines()[0]})") from None
-    return _tensors_only(_unwrap(obj), path)
-
-
-def _unwrap(obj: object) -> object:
-    if isinstance(obj, Mapping):
-        for key in _NESTED_KEYS:
-            if key in obj and isinstance(obj[key], Mapping):
-                return obj[key]
-    return obj
-
-
-def _tensors_only(obj: object, path: Path) -> StateDict:
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
-    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise CheckpointError(f"{path} holds non-tensor entries ({', '.join(map(str, bad[:3]))}); save a plain state_dict")
-    return dict(obj)
+from models.tensors import (
+    SAFETENSORS_SUFFIX,
+    CheckpointError,
+    StateDict,
+    load_state_dict,
+    safetensors_metadata,
+    write_safetensors,
+)
 
 
 def strip_module_prefix(state: Mapping[str, Tensor]) -> StateDict:
@@ -153,14 +107,6 @@ def _shape_mismatch(e: RuntimeError, profile: str) -> CheckpointError:
     return CheckpointError(f"weights do not fit profile {profile!r}: {first}")
 
 
-def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The string metadata of a safetensors file ({} for other formats)."""
-    if Path(path).suffix != SAFETENSORS_SUFFIX:
-        return {}
-    with safe_open(path, framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
 def read_card(weights: str | os.PathLike[str]) -> ModelCard | None:
     path = card_path(weights)
     return ModelCard.read(path) if path.is_file() else None
@@ -227,23 +173,6 @@ def _num_classes(state: Mapping[str, Tensor]) -> int:
     return weight.shape[0] if weight is not None else len(ModelCard.for_profile("seed").classes)
 
 
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Write via a temporary name in the same directory, then rename into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_safetensors(state: Mapping[str, Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
 def save_model(
     model: SRClassifier, card: ModelCard, path: str | os.PathLike[str], *, half: bool = False
 ) -> ModelCard:
@@ -264,5 +193,5 @@ def save_model(
     write_safetensors(state, path, metadata=meta)
     card = card.model_copy(update={"sha256": sha256_file(path)})
     text = card.model_dump_json(indent=2)
-    _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write_text(card_path(path), text + "\n")
     return card

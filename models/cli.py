@@ -7,7 +7,6 @@ exit 2, like the rest of the command line.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -116,16 +115,11 @@ def write_png(image_chw: np.ndarray, path: Path) -> None:
     """Write a uint8 (3, H, W) image as PNG via a temporary name in the same directory."""
     from PIL import Image
 
+    from models.files import atomic_write
+
     if not path.parent.is_dir():
         raise ImageError(f"directory does not exist for {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(image_chw.transpose(1, 2, 0)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(image_chw.transpose(1, 2, 0)).save(tmp, format="PNG"))
 
 
 def _card_table(card) -> Table:

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from models.classes import NUM_CLASSES
 from models.errors import LandcoverError
+from models.files import atomic_write
 from models.labels import class_index, multi_hot, single_label
 from models.preprocess import reflectance_to_uint8, resize_windows
 
@@ -120,18 +121,15 @@ class PatchSet:
 
     def save(self, path: Path) -> None:
         """Write as .npz (temporary name, then renamed into place)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
         extra: dict[str, np.ndarray] = {}
         if self.windows is not None:
             extra["windows"] = self.windows
         if self.footprints is not None:
             extra["footprints"] = np.asarray(self.footprints, dtype=np.float64)
-        np.savez_compressed(
+        atomic_write(path, lambda tmp: np.savez_compressed(
             tmp, images=self.images, targets=self.targets, ids=np.array(self.ids),
             groups=np.array(self.groups), dominance=self.dominance, crs=np.array(self.crs or ""), **extra,
-        )
-        tmp.replace(path)
+        ))
 
     @staticmethod
     def load(path: Path) -> PatchSet:

@@ -16,12 +16,16 @@ from pydantic import BaseModel, Field
 
 from models.classes import CLASS_NAMES, NUM_CLASSES
 from models.errors import LandcoverError
+from models.files import atomic_write, atomic_write_text
+from models.splits import (  # noqa: F401 - LeakageError and assert_held_out are part of this module's interface
+    LeakageError,
+    assert_held_out,
+    ids_digest,
+    read_split_record,
+    split_record_path,
+)
 
 DOMINANCE_THRESHOLD = 0.7
-
-
-class LeakageError(LandcoverError):
-    """The evaluation set overlaps the training set."""
 
 
 class ClassScores(BaseModel):
@@ -136,29 +140,6 @@ def multi_label_metrics(targets: np.ndarray, probs: np.ndarray, *, split: str, t
 # --------------------------------------------------------------------------- leakage guard
 
 
-def assert_held_out(
-    train_ids: set[str],
-    train_groups: set[str],
-    eval_ids: Sequence[str],
-    eval_groups: Sequence[str],
-    *,
-    split_by_group: bool,
-) -> None:
-    """Refuse an evaluation set that shares patches (or, for group splits, groups) with training."""
-    shared = train_ids.intersection(eval_ids)
-    if shared:
-        raise LeakageError(
-            f"{len(shared)} evaluation patches (e.g. {sorted(shared)[0]}) were used in training: "
-            "evaluate on a held-out tile, block or split"
-        )
-    if split_by_group:
-        groups = train_groups.intersection(eval_groups)
-        if groups:
-            raise LeakageError(
-                f"evaluation groups {sorted(groups)[:3]} were used in training: evaluate on other tiles or blocks"
-            )
-
-
 # --------------------------------------------------------------------------- image quality
 
 
@@ -188,9 +169,7 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     _plt().close(fig)
     return path
 
@@ -289,28 +268,11 @@ def plot_sr_figure(lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray, ref: np.
 # --------------------------------------------------------------------------- evaluate a weights file
 
 
-def split_record_path(weights: Path) -> Path:
-    return Path(weights).with_suffix(".split.json")
-
-
-def read_split_record(weights: Path) -> dict:
-    """The training split written beside the weights by ``landcover train``."""
-    import json
-
-    path = split_record_path(weights)
-    if not path.is_file():
-        raise LeakageError(
-            f"no training split record {path.name} beside {Path(weights).name}: cannot prove the evaluation "
-            "data are held out; pass --unverified to report the numbers as unverified"
-        )
-    return json.loads(path.read_text())
-
-
 def predict(model, images: np.ndarray, *, multi_label: bool = False, batch: int = 64) -> np.ndarray:
     """Class probabilities of uint8 LR patches (softmax, or sigmoid for multi-label)."""
     import torch
 
-    from models.train import to_model_input
+    from models.preprocess import to_model_input
 
     probs = []
     model.eval()
@@ -327,7 +289,7 @@ def sr_quality(model, images: np.ndarray, windows: np.ndarray, n_figure: int, pa
     import torch
     from torch.nn import functional as F
 
-    from models.train import sr_reference, to_model_input
+    from models.preprocess import sr_reference, to_model_input
 
     lr = to_model_input(torch.from_numpy(images))
     scale = model.profile.scale
@@ -357,7 +319,7 @@ def evaluate_weights(weights: Path, data, *, split_name: str = "validation", unv
     """
 
     from models.checkpoint import card_path, load_model
-    from models.train import EpochLog, atomic_write_text, ids_digest
+    from models.training.state import EpochLog
 
     weights = Path(weights)
     out_dir = Path(out_dir) if out_dir else weights.parent

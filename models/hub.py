@@ -20,7 +20,6 @@ The endpoint is ``HF_ENDPOINT`` read at call time (huggingface_hub reads it once
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -47,6 +46,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from models.errors import LandcoverError
+from models.files import sha256_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -228,15 +228,6 @@ def _verified_sha256(path: Path, etag: str | None, repo_id: str, commit: str) ->
             f"{etag[:12]}; nothing was kept, run the command again"
         )
     return digest
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (checkpoints run to hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _move_into_place(staging: Path, dest: Path) -> None:

@@ -69,6 +69,17 @@ def to_model_input(patches: np.ndarray | Tensor) -> Tensor:
     return t.float().div_(255.0).mul_(2.0).sub_(1.0)
 
 
+def sr_reference(images_uint8: Tensor, scale: int, lr_side: int = 32) -> Tensor:
+    """The SR target: the full-resolution (120 px, 10 m) window resized to ``lr_side * scale``.
+
+    ``images_uint8`` (N, 3, 120, 120); output in [-1, 1]. This is the only honest reference the
+    data have: the SR model learns to restore the 10 m detail the 32 px input lost.
+    """
+    side = lr_side * scale
+    x = to_model_input(images_uint8)
+    return F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+
+
 def from_model_output(image: Tensor) -> np.ndarray:
     """[-1, 1] images (N, 3, H, W) -> uint8 numpy, the inverse of ``to_model_input`` (rounded)."""
     return ((image.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy()

@@ -15,15 +15,11 @@ their names. The band order changed between releases; :func:`card_from_config` s
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from models.card import (
@@ -35,10 +31,11 @@ from models.card import (
     TrainingData,
     card_path,
     model_cache,
-    sha256_file,
 )
 from models.classes import CLASS_NAMES
 from models.errors import LandcoverError
+from models.files import atomic_copy, atomic_write_text, sha256_file
+from models.tensors import load_state_dict
 
 ORGANISATION = "BIFOLD-BigEarthNetv2-0"
 PREFIX = "model.vision_encoder."
@@ -251,8 +248,6 @@ def card_from_config(
 
 def load_reben_state(path: Path) -> dict[str, Tensor]:
     """The tensors of a published ``model.safetensors`` (safetensors only: a pickled file is never run)."""
-    from models.checkpoint import load_state_dict
-
     if Path(path).suffix != ".safetensors":
         raise RebenError(f"{path}: only safetensors checkpoints are loaded for the timm family")
     return load_state_dict(path)
@@ -320,29 +315,7 @@ def install_checkpoint(
     dest = model_cache(cache) / repo_id / revision
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / "model.safetensors"
-    _copy_atomic(weights, final)
+    atomic_copy(weights, final)
     card = card.model_copy(update={"sha256": sha256_file(final)})
-    _write_atomic(card_path(final), card.model_dump_json(indent=2) + "\n")
+    atomic_write_text(card_path(final), card.model_dump_json(indent=2) + "\n")
     return final
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

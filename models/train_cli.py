@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from models.train import SourceLoader
-    from models.train_timm import WindowLoader
+    from models.training.sources import SourceLoader
+    from models.training.timm import WindowLoader
 
 console = Console(stderr=True)
 
@@ -43,8 +43,10 @@ class TrainingCommands:
     ) -> None:
         """Train the SR and classifier stages as the config says (resumes an interrupted run), or, for a
         config with ``family: timm``, a timm network on multi-band windows (models/configs/demo-multiband.yaml)."""
-        from models.train import load_config, load_source, run_training
-        from models.train_timm import is_timm_config, load_timm_config, run_timm_training
+        from models.training.config import load_config
+        from models.training.sources import load_source
+        from models.training.sr_classifier import run_training
+        from models.training.timm import is_timm_config, load_timm_config, run_timm_training
 
         if is_timm_config(config):
             timm_result = run_timm_training(load_timm_config(config), window_sources=self.window_sources,
@@ -75,7 +77,8 @@ class TrainingCommands:
         """Held-out metrics, confusion matrix, ROC/PR curves, learning curves and the SR figure."""
         from models.datasets import PatchSet
         from models.evaluate import evaluate_weights
-        from models.train import TrainConfigError, load_config, load_source
+        from models.training.config import TrainConfigError, load_config
+        from models.training.sources import load_source
 
         if (config is None) == (data is None):
             raise TrainConfigError("give exactly one of --config (its validation source) or --data (a .npz patch set)")
@@ -98,10 +101,10 @@ class TrainingCommands:
     ) -> None:
         """Write the N most valuable patches of a map as a 'to_label' layer for QGIS (DBSS), or
         with --simulate compare DBSS and random queries at equal label budgets."""
-        from models.train import TrainConfigError
+        from models.training.config import TrainConfigError
 
         if simulate is not None:
-            from models.train import load_config
+            from models.training.config import load_config
 
             path = simulate_cycle(weights, load_config(simulate), label_share=label_share, p_in=p_in,
                                   sources=self.sources)
@@ -149,7 +152,7 @@ def embed(model, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.nd
     """(softmax probabilities, penultimate embeddings) of uint8 LR patches."""
     import torch
 
-    from models.train import to_model_input
+    from models.preprocess import to_model_input
 
     probs, embs = [], []
     model.eval()
@@ -213,7 +216,8 @@ def simulate_cycle(weights: Path, cfg, *, label_share: float = 0.1, p_in: float 
 
     from models.active import plot_curves, simulate
     from models.checkpoint import load_model
-    from models.train import atomic_write_text, load_source
+    from models.files import atomic_write_text
+    from models.training.sources import load_source
 
     model, card = load_model(weights)
     pool, test = load_source(cfg.train, sources=sources), load_source(cfg.validation, sources=sources)

@@ -23,8 +23,8 @@ from pipeline.demo.world import DemoWorld, generate_world
 
 if TYPE_CHECKING:
     from models.datasets import PatchSet
-    from models.train import DataSpec
-    from models.train_timm import WindowSet
+    from models.training.config import DataSpec
+    from models.training.timm import WindowSet
 
 RGB_ASSETS: tuple[str, ...] = ("red", "green", "blue")  # B04, B03, B02: the seed's input, in its order
 
@@ -143,7 +143,7 @@ def demo_world_windows(
     import pystac
 
     from models.datasets import window_label, window_origins
-    from models.train_timm import WindowSet
+    from models.training.timm import WindowSet
 
     world_tag = f"world-s{world.seed}-{world.size_px}"
     items = [pystac.Item.from_dict(d) for d in world.items()]
@@ -177,7 +177,7 @@ def demo_world_window_source(spec: DataSpec, bands: Sequence[str]) -> WindowSet:
     world = generate_world(spec.path, size_px=spec.world_size_px, seed=spec.world_seed)
     windows = demo_world_windows(world, bands, window=spec.window, stride=spec.stride, min_share=spec.min_share)
     if spec.groups is not None or spec.exclude_groups:
-        from models.train_timm import select_groups
+        from models.training.timm import select_groups
 
         windows = select_groups(windows, spec.groups, spec.exclude_groups)
     return windows

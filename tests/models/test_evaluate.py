@@ -8,7 +8,6 @@ from training_toys import small_run_config
 
 from models.evaluate import (
     LeakageError,
-    assert_held_out,
     evaluate_weights,
     multi_label_metrics,
     plot_confusion,
@@ -58,14 +57,6 @@ def test_multi_label_metrics_report_macro_and_micro_map():
     assert flipped.macro_map < 0.8
 
 
-def test_evaluation_data_sharing_patches_or_groups_with_training_is_refused():
-    with pytest.raises(LeakageError, match="were used in training"):
-        assert_held_out({"a/1", "a/2"}, {"a"}, ["b/1", "a/2"], ["b", "a"], split_by_group=False)
-    with pytest.raises(LeakageError, match="groups"):
-        assert_held_out({"a/1"}, {"a"}, ["a/9"], ["a"], split_by_group=True)
-    assert_held_out({"a/1"}, {"a"}, ["b/1"], ["b"], split_by_group=True)
-
-
 def test_psnr_and_ssim_rank_a_closer_image_higher():
     ref = torch.rand(2, 3, 32, 32) * 2 - 1
     near, far = ref + 0.02, ref + 0.3
@@ -87,7 +78,7 @@ def test_figures_are_written(tmp_path):
 def test_evaluating_weights_updates_the_card_and_refuses_training_patches(tmp_path):
     from models.checkpoint import read_card
     from models.datasets import PatchSet
-    from models.train import run_training
+    from models.training.sr_classifier import run_training
 
     cfg = small_run_config(tmp_path, epochs=1)
     result = run_training(cfg, progress=False)

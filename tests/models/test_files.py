@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from models.files import atomic_copy, atomic_write, atomic_write_bytes, atomic_write_text, sha256_file
+from models.files import (
+    atomic_copy,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    sha256_file,
+)
 
 
 def test_text_bytes_and_copy_land_under_the_final_name_only(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_models_never_imports_pipeline():
 def test_pipeline_errors_reexport_the_one_base_class():
     import models.errors
     import pipeline.errors
-    from models.train import TrainConfigError
+    from models.training.config import TrainConfigError
 
     assert pipeline.errors.LandcoverError is models.errors.LandcoverError
     assert issubclass(pipeline.errors.AOIError, models.errors.LandcoverError)
@@ -94,3 +94,90 @@ def test_one_version_for_both_packages():
 
     assert isinstance(models.__version__, str) and models.__version__
     assert pipeline.__version__ == models.__version__
+
+
+# --------------------------------------------------------------------------- no import cycles in models/
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports, at any depth (functions and
+    ``if TYPE_CHECKING`` blocks too: a lazy import still makes two modules one unit)."""
+    package = root.name
+    modules = {module_name(p, root): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: resolve against this module's package
+                    anchor = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                    base = ".".join(anchor + ([base] if base else []))
+                # ``from models import train_cli`` imports the module models.train_cli
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            for target in targets:
+                while target and target not in modules:  # ``import models.x.y`` where y is a name
+                    target = target.rpartition(".")[0]
+                if target.split(".")[0] == package and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_sees_a_lazy_cycle_and_not_a_chain(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg.b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from pkg import a\n")
+    (pkg / "c.py").write_text("import pkg.a\nfrom .sub import d\n")
+    (pkg / "sub" / "d.py").write_text("from ..a import x\n")
+    graph = import_graph(pkg)
+    assert graph["pkg.c"] == {"pkg.a", "pkg.sub.d"} and graph["pkg.sub.d"] == {"pkg.a"}
+    assert cycles(graph) == [["pkg.a", "pkg.b"]]
+
+
+def test_models_has_no_import_cycle():
+    found = cycles(import_graph(MODELS))
+    assert not found, "import cycles in models/ (move the shared piece down into a module both can import): " + \
+        "; ".join(" <-> ".join(c) for c in found)

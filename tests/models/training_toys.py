@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from models.datasets import PatchSet
-from models.train import TrainConfig
+from models.training.config import TrainConfig
 
 
 def colour_patches(n: int, group: str, seed: int) -> PatchSet:

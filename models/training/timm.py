@@ -1,4 +1,4 @@
-"""Training a timm-family classifier on multi-band windows, multi-label, in the reBEN layout.
+"""Training the timm family: a classifier on multi-band windows, multi-label, in the reBEN layout.
 
 What ``make weights-multiband`` runs: a small timm network on the ten L2A bands of the synthetic
 demo world (reBEN's bands, window and class order), so the path the published BigEarthNet v2
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,12 +27,25 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from models.bands import common_name
-from models.card import ModelCard, StandardNormalisation, TimmArchitecture, TrainingData, card_path, sha256_file
+from models.card import (
+    ModelCard,
+    StandardNormalisation,
+    TimmArchitecture,
+    TrainingData,
+    card_path,
+)
 from models.classes import CLASS_NAMES
 from models.errors import LandcoverError
+from models.evaluate import multi_label_metrics
+from models.files import atomic_write_text, sha256_file
 from models.preprocess import standardise_reflectance
 from models.reben import BANDS_V02, REBEN_CLASSES, TimmClassifier
-from models.train import DataSpec, atomic_write_text, batches, pick_device, set_threads, warmup_cosine
+from models.splits import assert_held_out
+from models.tensors import write_safetensors
+from models.training.config import DataSpec
+from models.training.schedule import build_scheduler
+from models.training.state import BestWeights
+from models.training.trainer import NoProgress, Session, Stage, batches, run_stage
 
 
 class TimmTrainError(LandcoverError):
@@ -146,16 +159,11 @@ def load_windows(spec: DataSpec, bands: Sequence[str], window_sources: Mapping[s
 def run_timm_training(config: TimmTrainConfig, *, window_sources: Mapping[str, WindowLoader] | None = None,
                       progress: bool = True) -> TimmTrainResult:
     """Train, keep the epoch with the best validation macro mAP, write weights + card + metrics."""
-    from models.evaluate import assert_held_out, multi_label_metrics
-
     t0 = time.perf_counter()
     bands = [common_name(b) for b in config.bands]
     train, val = (load_windows(s, bands, window_sources) for s in (config.train, config.validation))
     assert_held_out(set(train.ids), set(train.groups), val.ids, val.groups, split_by_group=True)
-    set_threads(config.threads)
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    session = Session.start(config.seed, config.device, config.threads)
 
     mean, std = dn_statistics(train.windows)
     norm = StandardNormalisation(mean=mean, std=std, boa_offset="removed",
@@ -163,45 +171,15 @@ def run_timm_training(config: TimmTrainConfig, *, window_sources: Mapping[str, W
                                              "statistics of the training windows")
     size = train.windows.shape[-1]
     arch = TimmArchitecture(model_name=config.model_name, channels=len(bands), image_size=size, drop_rate=config.drop_rate)
-    model = TimmClassifier(arch, len(REBEN_CLASSES)).to(device)
-    x_train, x_val = _inputs(train, norm, size), _inputs(val, norm, size)
-    y_train = torch.from_numpy(to_output_order(train.targets))
-    y_val = to_output_order(val.targets)
+    model = TimmClassifier(arch, len(REBEN_CLASSES)).to(session.device)
+    stage = TimmTrainer(model, _inputs(train, norm, size), torch.from_numpy(to_output_order(train.targets)),
+                        _inputs(val, norm, size), to_output_order(val.targets), config, session, progress)
+    run_stage(stage, 0, config.epochs, NoProgress())  # an epoch is a few seconds: a line per epoch says enough
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: warmup_cosine(e, config.warmup_epochs, config.epochs, floor=0.02))
-    best: tuple[float, int, dict[str, Tensor]] = (-1.0, -1, {})
-    history = []
-    for epoch in range(config.epochs):
-        model.train()
-        losses = []
-        for idx in batches(len(x_train), config.batch_size, gen):
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            x = augment(x_train[idx].to(device, torch.float32), gen)
-            loss = F.binary_cross_entropy_with_logits(model(x), y_train[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach().item())
-        scheduler.step()
-        probs = predict_probs(model, x_val, device)
-        present = y_val.sum(axis=0) > 0
-        from sklearn.metrics import average_precision_score
-
-        val_map = float(average_precision_score(y_val[:, present], probs[:, present], average="macro"))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_macro_map": val_map})
-        if progress:
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses):.4f}, validation macro mAP {val_map:.3f}",
-                  flush=True)
-        if val_map > best[0]:
-            best = (val_map, epoch, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-
-    model.load_state_dict(best[2])
+    model.load_state_dict(stage.best.state)
     model.cpu()
     probs_map_order = np.zeros_like(val.targets)
-    probs_map_order[:, [CLASS_NAMES.index(n) for n in REBEN_CLASSES]] = predict_probs(model, x_val, torch.device("cpu"))
+    probs_map_order[:, [CLASS_NAMES.index(n) for n in REBEN_CLASSES]] = predict_probs(model, stage.x_val, torch.device("cpu"))
     metrics = multi_label_metrics(val.targets, probs_map_order, split="validation", threshold=config.threshold,
                                   groups=val.groups)
     card = ModelCard(
@@ -213,20 +191,67 @@ def run_timm_training(config: TimmTrainConfig, *, window_sources: Mapping[str, W
             "validation_n": metrics.n, "validation_macro_map": round(metrics.macro_map or 0.0, 4),
             "validation_micro_map": round(metrics.micro_map or 0.0, 4), "validation_macro_f1": round(metrics.macro_f1, 4),
             "validation_micro_f1": round(metrics.micro_f1, 4), "validation_exact_match": round(metrics.accuracy, 4),
-            "best_epoch": best[1] + 1, "epochs": config.epochs, "train_n": len(train),
+            "best_epoch": stage.best.epoch + 1, "epochs": config.epochs, "train_n": len(train),
         },
     )
     weights = save_timm_model(model, card, Path(config.output_dir) / f"{config.name}.safetensors", half=config.save_half)
     out = Path(config.output_dir)
     atomic_write_text(out / f"{config.name}.metrics.json", json.dumps(
-        {"history": history, "validation": metrics.model_dump(mode="json")}, indent=2) + "\n")
+        {"history": stage.history, "validation": metrics.model_dump(mode="json")}, indent=2) + "\n")
     return TimmTrainResult(weights, ModelCard.read(card_path(weights)), time.perf_counter() - t0)
+
+
+class TimmTrainer(Stage):
+    """Multi-label BCE with flips and quarter turns, AdamW with warm-up then cosine to 2 %;
+    keeps the weights of the epoch with the best validation macro mAP (``self.best``)."""
+
+    label = "timm"
+    timed = False  # metrics.json holds no timings, so the same seed writes the same file
+
+    def __init__(self, model: TimmClassifier, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: np.ndarray,
+                 config: TimmTrainConfig, session: Session, progress: bool) -> None:
+        self.model, self.x_train, self.y_train, self.x_val, self.y_val = model, x_train, y_train, x_val, y_val
+        self.config, self.session, self.progress = config, session, progress
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, config.warmup_epochs, config.epochs, floor=0.02)
+        self.steps_per_epoch = -(-len(x_train) // config.batch_size)
+        self.best = BestWeights()
+        self.history: list[dict[str, Any]] = []
+
+    def train_epoch(self, epoch: int, advance: Callable[[str], None]) -> dict[str, Any]:
+        device, gen = self.session.device, self.session.generator
+        self.model.train()
+        losses = []
+        for idx in batches(len(self.x_train), self.config.batch_size, gen):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            x = augment(self.x_train[idx].to(device, torch.float32), gen)
+            loss = F.binary_cross_entropy_with_logits(self.model(x), self.y_train[idx].to(device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.detach().item())
+            advance(f"loss {losses[-1]:.4f}")
+        self.scheduler.step()
+        return {"epoch": epoch, "loss": float(np.mean(losses))}
+
+    def validate(self, epoch: int) -> dict[str, Any]:
+        from sklearn.metrics import average_precision_score
+
+        probs = predict_probs(self.model, self.x_val, self.session.device)
+        present = self.y_val.sum(axis=0) > 0
+        return {"val_macro_map": float(average_precision_score(self.y_val[:, present], probs[:, present], average="macro"))}
+
+    def end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if self.progress:
+            print(f"epoch {epoch + 1}/{self.config.epochs}: loss {row['loss']:.4f}, "
+                  f"validation macro mAP {row['val_macro_map']:.3f}", flush=True)
+        self.best.offer(row["val_macro_map"], epoch, self.model)
 
 
 def save_timm_model(model: TimmClassifier, card: ModelCard, path: Path, *, half: bool = False) -> Path:
     """safetensors in the published layout (``model.vision_encoder.*``) and the card, sha256 filled in."""
-    from models.checkpoint import write_safetensors
-
     state = model.state_dict()
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -243,7 +268,7 @@ def is_timm_config(path: Path) -> bool:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError):
-        return False  # models.train.load_config reports what is wrong with it
+        return False  # models.training.config.load_config reports what is wrong with it
     return isinstance(raw, dict) and raw.get("family") == "timm"
 
 

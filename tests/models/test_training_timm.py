@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from models.classes import CLASS_NAMES
 from models.predictor import Predictor
 from models.reben import REBEN_CLASSES
-from models.train import DataSpec
-from models.train_timm import (
+from models.training.config import DataSpec
+from models.training.timm import (
     TimmTrainConfig,
     TimmTrainError,
     WindowSet,
