@@ -29,8 +29,8 @@ def _mount() -> None:
         return
     from cli.assess import assess_app
     from cli.map import map_command
-    from models.cli import model_app
-    from models.train_cli import register as register_training
+    from cli.model import model_app
+    from cli.train import register as register_training
     from cli.demo import demo_app
     from pipeline.demo.dataset import demo_world_source, demo_world_window_source
     from cli.regions import register as register_workflows

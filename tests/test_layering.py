@@ -42,6 +42,14 @@ def imported(path: Path, name: str, known: set[str]) -> Iterator[tuple[int, str]
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        elif isinstance(node, ast.Call):  # importlib.import_module("x.y") / __import__("x.y")
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            first = node.args[0] if node.args else None
+            if called not in ("import_module", "__import__") or not isinstance(first, ast.Constant) \
+                    or not isinstance(first.value, str):
+                continue
+            targets = [first.value]
         else:
             continue
         for target in targets:
@@ -131,9 +139,9 @@ def test_the_scanner_sees_imports_inside_functions_and_relative_ones(tmp_path, m
     package = tmp_path / "pipeline"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "a.py").write_text("def f():\n    from workflows import runner\n")
+    (package / "a.py").write_text("def f():\n    from workflows import runner\n    importlib.import_module('cli')\n")
     (package / "b.py").write_text("from . import a\nfrom .a import f\n")
-    known = {"pipeline", "pipeline.a", "pipeline.b", "workflows", "workflows.runner"}
+    known = {"pipeline", "pipeline.a", "pipeline.b", "workflows", "workflows.runner", "cli"}
     monkeypatch.setattr("test_layering.ROOT", tmp_path)
-    assert list(imported(package / "a.py", "pipeline.a", known)) == [(2, "workflows.runner")]
+    assert sorted(imported(package / "a.py", "pipeline.a", known)) == [(2, "workflows.runner"), (3, "cli")]
     assert sorted(imported(package / "b.py", "pipeline.b", known)) == [(1, "pipeline.a"), (2, "pipeline.a")]

@@ -14,7 +14,7 @@ SourceLoader = Callable[[DataSpec, bool], Any]
 """Loads a source models/ cannot load alone: ``loader(spec, keep_windows) -> PatchSet``.
 
 The ``demo-world`` source is one: its loader (``pipeline.demo.dataset.demo_world_source``) lives
-beside the demo, and the command line hands it in (``models.train_cli.register``), because
+beside the demo, and the command line hands it in (``cli.train.register``), because
 models/ never imports pipeline/.
 """
 
@@ -64,7 +64,7 @@ def loader_of(spec: DataSpec, sources: Mapping[str, SourceLoader] | None) -> Sou
     raise TrainConfigError(
         f"the {spec.source} source is loaded by the landcover command line, not by models/ alone: "
         f"run this config with `landcover train CONFIG.yaml` (or `landcover evaluate --config`, "
-        f"`landcover active-learn --simulate`) instead of `python -m models.train_cli`"
+        f"`landcover active-learn --simulate`)"
     )
 
 

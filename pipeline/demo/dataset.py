@@ -1,7 +1,7 @@
 """Labelled training windows cut out of the demo world: the loader of the ``demo-world`` source.
 
 models/ trains on the demo world without importing pipeline/: the command line
-(``pipeline.cli``) hands :func:`demo_world_source` to ``models.train_cli.register`` as the loader
+(``cli.main``) hands :func:`demo_world_source` to ``cli.train.register`` as the loader
 of the ``demo-world`` source named in training configs. The composite follows the mapper's own
 rules (:mod:`pipeline.load`), so the training data look like what the mapper feeds the model.
 
@@ -119,8 +119,8 @@ def demo_world_source(spec: DataSpec, keep_windows: bool = False) -> PatchSet:
     """The ``demo-world`` training source: the world the spec names (``path``: its cache folder,
     ``world_seed``, ``world_size_px``; generated when missing) cut into labelled windows.
 
-    A ``models.train.SourceLoader``: the CLI passes it to ``models.train_cli.register``; group
-    selection and the empty-result check stay with ``models.train.load_source``.
+    A ``models.training.sources.SourceLoader``: the CLI passes it to ``cli.train.register``; group
+    selection and the empty-result check stay with ``models.training.sources.load_source``.
     """
     world = generate_world(spec.path, size_px=spec.world_size_px, seed=spec.world_seed)
     return demo_world_patches(world, window=spec.window, stride=spec.stride, min_share=spec.min_share,
@@ -138,7 +138,7 @@ def demo_world_windows(
 ) -> WindowSet:
     """Multi-band reflectance windows of every tile, multi-label: every class covering at least
     ``min_share`` of a window (and its majority class) is present. For the timm family
-    (``models.train_timm``); ids and groups name the world and tile as :func:`demo_world_patches` does.
+    (``models.training.timm``); ids and groups name the world and tile as :func:`demo_world_patches` does.
     """
     import pystac
 
@@ -173,7 +173,7 @@ def demo_world_windows(
 
 
 def demo_world_window_source(spec: DataSpec, bands: Sequence[str]) -> WindowSet:
-    """The ``demo-world`` source of timm-family training configs (``models.train_timm``)."""
+    """The ``demo-world`` source of timm-family training configs (``models.training.timm``)."""
     world = generate_world(spec.path, size_px=spec.world_size_px, seed=spec.world_seed)
     windows = demo_world_windows(world, bands, window=spec.window, stride=spec.stride, min_share=spec.min_share)
     if spec.groups is not None or spec.exclude_groups:

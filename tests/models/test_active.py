@@ -112,7 +112,7 @@ def test_to_label_layer_opens_with_guess_and_an_empty_class_field(tmp_path):
 
 
 def test_before_any_labels_each_predicted_class_lends_its_more_confident_half():
-    from models.train_cli import confident_share
+    from cli.train import confident_share
 
     # Label smoothing caps confidence well below 0.9, so the stand-in labels are relative.
     probs = np.array([[0.80, 0.20], [0.60, 0.40], [0.70, 0.30], [0.25, 0.75], [0.45, 0.55]])

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from models.checkpoint import load_model
 from models.classes import CLASS_NAMES
 from models.classifier import count_parameters
-from models.cli import model_app
+from cli.model import model_app
 from models.predictor import Predictor
 from models.preprocess import reflectance_to_uint8, resize_windows
 

@@ -46,13 +46,17 @@ def test_training_runs_on_a_handed_in_source(tmp_path):
     result = run_training(cfg, progress=False, sources={"demo-world": lambda spec, keep: held_out})
     assert result.card.metrics["n_validation"] == 12 and result.card.metrics["validation_groups"] == "B"
 
-def test_the_training_cli_alone_refuses_a_demo_world_config_in_one_line(tmp_path, tiny_weights):
+def test_training_commands_without_the_demo_loader_refuse_a_demo_world_config_in_one_line(tmp_path, tiny_weights):
     from typer.testing import CliRunner
 
-    from models import train_cli
+    import typer
 
+    from cli.train import register
+
+    app = typer.Typer()
+    register(app)  # no loader handed in for the demo world: models/ cannot load it alone
     config = tmp_path / "c.yaml"
     config.write_text("name: x\nprofile: tiny\ntrain: {source: demo-world}\nvalidation: {source: demo-world}\n")
-    result = CliRunner().invoke(train_cli.app, ["evaluate", str(tiny_weights), "--config", str(config)])
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_weights), "--config", str(config)])
     assert isinstance(result.exception, TrainConfigError), result.output
     assert "landcover train" in str(result.exception)

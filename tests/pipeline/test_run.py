@@ -156,7 +156,7 @@ def test_save_composite_writes_the_imagery_that_active_learning_queries(demo_wor
     extent, written block by block; DBSS then picks patches of it into a `to_label` layer of the
     map's own GeoPackage."""
     from models.active import write_to_label
-    from models.train_cli import query_map
+    from cli.train import query_map
 
     result = run_map(_cfg(demo_world, tiny_model, tmp_path / "map", save_composite=True), Console(quiet=True))
     out = result.out

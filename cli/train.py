@@ -1,8 +1,6 @@
 """``landcover train | evaluate | active-learn``: typer commands the main CLI mounts with
-:func:`register`. Also runnable alone: ``python -m models.train_cli train CONFIG.yaml``, for
-configs whose sources models/ loads itself (patches, user labels, BigEarthNet): the
-``demo-world`` loader lives in pipeline/, which models/ never imports, and only the main CLI
-hands it in (``register(app, sources=...)``).
+:func:`register`, handing in the loaders of the sources models/ cannot load alone (the
+``demo-world`` loader lives in pipeline/, which models/ never imports).
 
 Errors a user can fix are ``LandcoverError`` subclasses; the main CLI prints them as one line.
 """
@@ -237,16 +235,3 @@ def simulate_cycle(weights: Path, cfg, *, label_share: float = 0.1, p_in: float 
                 f"labels up to {label_share:.0%}; test: held-out {len(test)} patches")
     atomic_write_text(out.with_suffix(".json"), json.dumps([c.__dict__ for c in curves], indent=1))
     return out
-
-
-app = typer.Typer(add_completion=False, help="Training, evaluation and active learning.")
-register(app)
-
-if __name__ == "__main__":
-    from models.errors import LandcoverError
-
-    try:
-        app()
-    except LandcoverError as exc:
-        console.print(f"error: {exc}")
-        raise SystemExit(2) from None
