@@ -9,7 +9,7 @@ load (except the documented SR-only case, where the classifier stays untrained).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -118,16 +118,21 @@ def load_model(
     profile: str | None = None,
     variant: str | None = None,
     device: str | torch.device = "cpu",
+    card: ModelCard | None = None,
+    sha256: str | None = None,
 ) -> tuple[SRClassifier, ModelCard]:
     """Build the model a weights file needs and load it strictly; read its card if there is one.
 
     Profile and variant come from the arguments, else the card, else the weights' shapes (and the
     profile's default variant; ``esrgan`` for a bare SR state_dict, which is how SR was trained).
-    Without a card, one is made that says the provenance is unknown.
+    Without a card, one is made that says the provenance is unknown. ``card`` and ``sha256``: the
+    card and the file's hash a caller already has (a map's workers get both from the client and
+    hash the file once themselves), so neither is read or computed again.
     """
-    card = read_card(path)
+    card = card if card is not None else read_card(path)
+    digest = (lambda: sha256) if sha256 else (lambda: sha256_file(path))
     if card is not None and card.family == "timm":
-        return _load_timm(Path(path), card, device)
+        return _load_timm(Path(path), card, device, digest)
     state = strip_module_prefix(load_state_dict(path))
     # Without a card, what save_model recorded inside a safetensors file still names profile and variant.
     meta = safetensors_metadata(path) if card is None else {}
@@ -142,7 +147,7 @@ def load_model(
         var = check_variant(meta["variant"])
     else:
         var = "esrgan" if sr_only else prof.default_variant
-    if card is not None and card.sha256 and card.sha256 != sha256_file(path):
+    if card is not None and card.sha256 and card.sha256 != digest():
         raise CheckpointError(f"{path} does not match the sha256 in its model card {card_path(path)}; the weights changed")
     model = SRClassifier(prof, var if prof.super_resolution else None,
                          num_classes=len(card.classes) if card else _num_classes(state))
@@ -153,17 +158,17 @@ def load_model(
     if card is None:
         desc = "SR weights only; classifier untrained" if sr_only else "unknown (no model card beside the weights)"
         card = ModelCard.for_profile(prof.name, variant=var, training_data=TrainingData(description=desc),
-                                     sha256=sha256_file(path))
+                                     sha256=digest())
     else:
         card = card.model_copy(update={"profile": prof.name, "variant": var if prof.super_resolution else None})
     return model.to(device).eval(), card
 
 
-def _load_timm(path: Path, card: ModelCard, device: str | torch.device):
+def _load_timm(path: Path, card: ModelCard, device: str | torch.device, digest: Callable[[], str]):
     """A timm-family model (reBEN layout) as its card describes it; the card is required."""
     from models.reben import check_loads
 
-    if card.sha256 and card.sha256 != sha256_file(path):
+    if card.sha256 and card.sha256 != digest():
         raise CheckpointError(f"{path} does not match the sha256 in its model card {card_path(path)}; the weights changed")
     return check_loads(card, path).to(device).eval(), card
 

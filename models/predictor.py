@@ -83,7 +83,8 @@ class Predictor:
 
         dev = pick_device(device)
         model, card = load_model(path, device=dev, profile=kwargs.pop("profile", None),
-                                 variant=kwargs.pop("variant", None))
+                                 variant=kwargs.pop("variant", None), card=kwargs.pop("card", None),
+                                 sha256=kwargs.pop("sha256", None))
         return cls(model, card, device=dev, **kwargs)
 
     def _check_patches(self, patches: np.ndarray | Tensor) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,46 +26,64 @@ if TYPE_CHECKING:
 N_PLANES = NUM_CLASSES + 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelRef:
-    """How a worker finds the model: a path it can read (shared storage on a cluster) and the
-    sha256 the client saw, so a worker never runs different weights than the map records."""
+    """What a worker needs of the model: a path it can read (shared storage on a cluster), the
+    sha256 the client saw (so a worker never runs different weights than the map records), the
+    whole card as the client read it, the device and the batch size."""
 
     path: str
     sha256: str
+    card: Any = None  # models.card.ModelCard; None: the worker reads the card beside the weights
     device: str = "auto"
     batch_size: int | None = None
 
+    @property
+    def key(self) -> tuple[str, str, str, int | None]:
+        """What a worker's model cache is keyed by: the same file, hash and placement."""
+        return self.path, self.sha256, self.device, self.batch_size
 
-@functools.lru_cache(maxsize=2)
-def _predictor(path: str, sha256: str, device: str, batch_size: int | None):
-    # A per-process cache is what makes "load once per worker" true: dask reuses the worker
-    # process for every task, and the cache key includes the sha256 the client recorded.
-    from models.card import sha256_file
-    from models.predictor import Predictor
 
-    actual = sha256_file(Path(path))
-    if actual != sha256:
-        raise RuntimeError(f"model file {path} changed during the run (sha256 {actual[:12]} != {sha256[:12]})")
-    return Predictor.from_path(Path(path), device=None if device == "auto" else device, batch_size=batch_size)
+# A per-process cache is what makes "load once per worker" true: dask reuses the worker
+# process for every task; keyed by ModelRef.key, so the sha256 the client recorded is part of it.
+_LOADED: dict[tuple, Any] = {}
+
+
+def _predictor(model: ModelRef):
+    if model.key not in _LOADED:
+        from models.files import sha256_file
+        from models.predictor import Predictor
+
+        actual = sha256_file(Path(model.path))  # once per worker: the file a worker loads is the one the map records
+        if actual != model.sha256:
+            raise RuntimeError(f"model file {model.path} changed during the run (sha256 {actual[:12]} != {model.sha256[:12]})")
+        predictor = Predictor.from_path(Path(model.path), device=None if model.device == "auto" else model.device,
+                                        batch_size=model.batch_size, card=model.card, sha256=actual)
+        while len(_LOADED) >= 2:  # a worker keeps the two most recent models, as the lru cache did
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[model.key] = (predictor, {})
+    return _LOADED[model.key][0]
 
 
 def load_model_here(model: ModelRef) -> str:
     """Load the model into this worker's cache now (run on every worker before the first task),
     so importing torch and reading the weights is not paid inside the first block; returns the
     device it landed on."""
-    return str(_predictor(model.path, model.sha256, model.device, model.batch_size).device)
+    return str(_predictor(model).device)
 
 
-@functools.lru_cache(maxsize=2)
-def _dense_grid(path: str, sha256: str, device: str, batch_size: int | None) -> int:
-    return _predictor(path, sha256, device, batch_size).dense_grid()
+def _dense_grid(model: ModelRef) -> int:
+    predictor = _predictor(model)
+    memo = _LOADED[model.key][1]
+    if "dense_grid" not in memo:
+        memo["dense_grid"] = predictor.dense_grid()
+    return memo["dense_grid"]
 
 
 def worker_plan(model: ModelRef, plan: DetailPlan) -> DetailPlan:
     """The client's ``plan`` as this worker classifies it: with the model's dense grid, in the
     pixels of the planes it gets."""
-    g = _dense_grid(model.path, model.sha256, model.device, model.batch_size) if plan.dense else 1
+    g = _dense_grid(model) if plan.dense else 1
     return plan.on_planes(g)
 
 
@@ -82,7 +100,7 @@ def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: Mo
     """
     from pipeline.detail import classify_pixels
 
-    predictor = _predictor(model.path, model.sha256, model.device, model.batch_size)
+    predictor = _predictor(model)
     plan = worker_plan(model, detail)
     if plan.dense_grid > 1:
         predict = functools.partial(predictor.predict_reflectance_dense, window_px=plan.window_px)

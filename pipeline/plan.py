@@ -254,7 +254,7 @@ def resolve_model(cfg: MapConfig):
     if not card_path(path).exists():
         raise LandcoverError(f"model card {card_path(path)} not found beside the weights; a map needs the card's bands and patch size")
     card = ModelCard.read(card_path(path))
-    return ModelRef(str(path), sha256_file(path), cfg.device, cfg.batch_size), card
+    return ModelRef(str(path), sha256_file(path), card, cfg.device, cfg.batch_size), card
 
 
 def read_resolution(cfg: MapConfig, card) -> float:

@@ -90,7 +90,7 @@ def classify_stream(
         parts = [(batch[i:i + 1], prepared[i:i + 1]) for i in range(len(batch))] if group == 1 else [(batch, prepared)]
         for part, inputs in parts:
             key = (f"classify-{part[0].block.index[0]}-{part[0].block.index[1]}-"
-                   f"{dask.base.tokenize([w.key for w in part], model)}")
+                   f"{dask.base.tokenize([w.key for w in part], model.key)}")
             future = client.submit(classify_blocks, inputs, [w.block for w in part], model, detail, min_clear, key=key,
                                    resources=resources)
             groups[future.key] = part
