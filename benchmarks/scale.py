@@ -32,7 +32,8 @@ def plan_one(url: str, aoi_path: str) -> dict:
 
     from pipeline.aoi import read_aoi
     from pipeline.patches import plan_grid
-    from pipeline.plan import MIN_BLOCKS, count_work, footprint_union
+    from pipeline.plan import MIN_BLOCKS, footprint_union
+    from pipeline.plan_summary import count_work
     from pipeline.search import SearchParams, search_items
 
     from datetime import date

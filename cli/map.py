@@ -52,7 +52,7 @@ def map_command(
     cfg = MapConfig(aoi=aoi, out=out, start=_date(start, "start"), end=_date(end, "end"), overwrite=overwrite,
                     demo_layout=layout, **settings)
     if plan:
-        from pipeline.plan import plan_json, plan_table
+        from pipeline.plan_summary import plan_json, plan_table
 
         run_plan, count = plan_run(cfg, err)
         if as_json:

@@ -55,7 +55,7 @@ def run_command(
 
     region = load_region(region_file)
     if plan:
-        from pipeline.plan import plan_table
+        from pipeline.plan_summary import plan_table
 
         err.print(plan_table(*plan_region(region, as_of=_as_of(as_of), root=root, console=err)))
         return

@@ -31,7 +31,8 @@ from pipeline.infer import ModelRef, load_model_here
 from pipeline.load import configure_gdal, item_offsets, load_block
 from pipeline.mosaic import mosaic
 from pipeline.patches import PatchGrid
-from pipeline.plan import Lattice, RunPlan, Work, WorkCount, count_work, make_plan, model_speed
+from pipeline.plan import Lattice, RunPlan, Work, make_plan
+from pipeline.plan_summary import WorkCount, count_work, model_speed
 from pipeline.search import format_item_table
 from pipeline.settings import MapConfig
 from pipeline.store import ChunkStore

@@ -12,7 +12,7 @@ import shapely
 from pipeline.aoi import parse_aoi
 from pipeline.blocks import block_footprint, block_key, iter_blocks
 from pipeline.patches import plan_grid
-from pipeline.plan import count_work, utm_zone
+from pipeline.plan_summary import count_work, utm_zone
 
 AOI = parse_aoi({"type": "Polygon", "coordinates": [[[11.80, 45.30], [12.10, 45.30], [12.10, 45.42], [11.80, 45.42], [11.80, 45.30]]]})
 MODEL = "ab" * 32  # sha256 of the weights
