@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 AOI ?=
-OUT ?= maps/demo
+OUT ?=
 MAP_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: setup map test test-fast bench demo-world weights weights-multiband clean help
 
 help:
-	@echo "make map [AOI=region.geojson] [OUT=maps/name] [MAP_ARGS='--source earth-search ...']"
+	@echo "make map [AOI=region.geojson] [OUT=maps/name] [MAP_ARGS='--source earth-search ...']  (default OUT: maps/demo, or maps/<AOI name>)"
 	@echo "make test | make bench | make demo-world | make setup | make clean"
 
 # The venv is rebuilt only when the pinned requirements or the project metadata change,
@@ -27,7 +27,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 map: setup
-	$(BIN)/landcover map $(if $(AOI),$(AOI),--demo) --out $(OUT) $(MAP_ARGS)
+	$(BIN)/landcover map $(if $(AOI),$(AOI),--demo) $(if $(OUT),--out $(OUT)) $(MAP_ARGS)
 
 # One pytest run: it exits non-zero when a test fails or when no test ran at all (exit 5).
 test: setup

@@ -51,6 +51,21 @@ def version_command() -> None:
     typer.echo(__version__)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"landcover {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the software version and exit."),
+) -> None:
+    """Land-cover maps from Sentinel-2 L2A scenes: STAC search -> dask workers -> a model card's classifier ->
+    COG/GeoPackage maps styled for QGIS."""
+
+
 def _one_line(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "input"
@@ -62,8 +77,9 @@ def _one_line(exc: ValidationError) -> str:
 
 def _quiet_dask(record: logging.LogRecord) -> bool:
     # dask narrates cluster start/stop at INFO (and sets its loggers' levels itself); a map
-    # run reports its own progress, so only dask's errors reach the terminal.
-    if record.name.startswith(("distributed", "tornado")):
+    # run reports its own progress, so only dask's errors reach the terminal. urllib3 says each
+    # retry again after pipeline.search has said it in one line.
+    if record.name.startswith(("distributed", "tornado", "urllib3")):
         return record.levelno >= logging.ERROR
     return True
 
@@ -76,6 +92,11 @@ def main() -> None:
     _mount()
     try:
         app()
+    except SystemExit as exc:
+        # typer turns Ctrl-C into a bare exit 130 (an Exit raised from the KeyboardInterrupt).
+        if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt):
+            _interrupted()
+        raise
     except LandcoverError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -83,8 +104,12 @@ def main() -> None:
         err.print(f"[red]error:[/red] {_one_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted; nothing was written to the final paths")
-        sys.exit(130)
+        _interrupted()
+
+
+def _interrupted() -> None:
+    err.print("interrupted; nothing was written to the final paths")
+    sys.exit(130)
 
 
 if __name__ == "__main__":

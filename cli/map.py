@@ -19,7 +19,9 @@ err = Console(stderr=True)
 @with_settings(MapSettings)
 def map_command(
     aoi: Optional[Path] = typer.Argument(None, help="AOI GeoJSON in EPSG:4326 (omit with --demo)."),
-    out: Path = typer.Option(Path("maps/demo"), "--out", "-o", help="Output folder."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output folder (default: maps/demo with --demo, which replaces its own earlier demo "
+        "map; else maps/<AOI file name>)."),
     demo: bool = typer.Option(False, "--demo", help="Map the demo AOI over the offline demo world."),
     demo_layout: Optional[str] = typer.Option(
         None, "--demo-layout",
@@ -49,6 +51,10 @@ def map_command(
 
         aoi = generate_world(layout=layout).aoi_path
         settings["source"] = "local"
+    out = out or default_out(aoi, demo)
+    if demo and not overwrite and is_demo_map(out):
+        overwrite = True  # `make map` again: the demo replaces its own earlier map, never a user's
+        err.print(f"replacing the earlier demo map in {out}/")
     cfg = MapConfig(aoi=aoi, out=out, start=_date(start, "start"), end=_date(end, "end"), overwrite=overwrite,
                     demo_layout=layout, **settings)
     if plan:
@@ -63,11 +69,51 @@ def map_command(
     result = run_map(cfg, err)
     if demo:
         _report_demo_agreement(result, generate_world(layout=layout))
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
-    err.print(
-        f"[green]done[/green]: {result.n_valid} of {result.n_cells} cells classified from {result.n_items} scenes "
-        f"-> {result.out}/ ({stages})"
-    )
+    err.print(done_line(result))
+
+
+# What each timed stage of a run is, for the done line.
+STAGE_LABELS = {
+    "plan": "plan (AOI, model, search)",
+    "cluster": "cluster start",
+    "offsets": "scene checks",
+    "load+infer": "read + classify",
+    "model": "model loading on the workers (once)",
+    "export": "export",
+    "shutdown": "shutdown",
+}
+
+
+def done_line(result) -> str:
+    """The last line of a map: cells, scenes used (and skipped), where it went, and the time of
+    each stage, each named for what it is."""
+    scenes = (f"{result.n_items} of {result.n_planned} scenes (skipped: "
+              + "; ".join(f"{k}: {v}" for k, v in result.skipped.items()) + ")") if result.skipped else f"{result.n_items} scenes"
+    stages = ", ".join(f"{STAGE_LABELS.get(k, k)} {v:.1f} s" for k, v in result.timings.items())
+    return (f"[green]done[/green]: {result.n_valid:,} of {result.n_cells:,} cells classified from {scenes} -> {result.out}/ "
+            f"({stages})")
+
+
+def default_out(aoi: Path, demo: bool) -> Path:
+    """maps/demo for the demo world, else maps/<AOI file name without its suffix>."""
+    return Path("maps") / ("demo" if demo else aoi.stem)
+
+
+def is_demo_map(out: Path) -> bool:
+    """Whether ``out`` holds a map `--demo` made: its provenance names the offline demo catalogue
+    and an AOI of a generated demo world (not the folder's name: a user's maps/demo is kept)."""
+    import json
+
+    from pipeline.demo.world import default_cache_dir
+
+    try:
+        item = json.loads((out / "item.json").read_text(encoding="utf-8"))
+        parameters = item["properties"]["landcover:parameters"]
+        aoi = Path(parameters["aoi"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    demo_root = (default_cache_dir() / "demo").resolve()
+    return parameters.get("source") == "local" and not parameters.get("stac_url") and aoi.resolve().is_relative_to(demo_root)
 
 
 def _date(value: Optional[str], name: str):

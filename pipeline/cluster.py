@@ -85,6 +85,8 @@ def connect(
         # The worker's statistical profiler samples every thread's stack every 10 ms by default;
         # that cost ~4% of inference speed. 100 ms still fills the dashboard's profile page.
         "distributed.worker.profile.interval": "100ms",
+        # Ctrl-C is the client's to handle (pipeline.worker_setup): no traceback from each worker.
+        "distributed.worker.preload": [*dask.config.get("distributed.worker.preload", []), "pipeline.worker_setup"],
     }
     # Workers pin torch to one thread each so n workers use n cores without oversubscription.
     with dask.config.set(settings), LocalCluster(
@@ -100,7 +102,13 @@ def connect(
         if gpus:
             add_gpu_workers(cluster, gpus)
             client.wait_for_workers(n + gpus, timeout=120)
-        yield client, describe(client, local=True)
+        try:
+            yield client, describe(client, local=True)
+        except BaseException:
+            # The run ends on an error or Ctrl-C, with tasks in flight: closing the cluster now makes
+            # the scheduler log each message it can no longer deliver, after the one line the user gets.
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            raise
 
 
 def add_gpu_workers(cluster: LocalCluster, gpus: int) -> None:

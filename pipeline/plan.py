@@ -37,7 +37,7 @@ from pipeline.blocks import (
     read_group,
 )
 from pipeline.detail import DetailPlan
-from pipeline.errors import LandcoverError
+from pipeline.errors import LandcoverError, SearchError
 from pipeline.infer import ModelRef
 from pipeline.load import read_resolution_for
 from pipeline.patches import PatchGrid, plan_grid
@@ -166,7 +166,12 @@ def make_plan(cfg: MapConfig, catalogue: str | None, *, lattice: Lattice = "cove
     start, end = cfg.date_window()
     params = SearchParams(source=cfg.source, stac_url=catalogue, collection=cfg.collection, start=start, end=end,
                           max_cloud=cfg.max_cloud, max_items_per_tile=cfg.max_items_per_tile)
-    items = search_items(params, aoi)
+    try:
+        items = search_items(params, aoi)
+    except SearchError as err:
+        if cfg.source == "local" and not cfg.stac_url:  # the offline demo catalogue, searched by default
+            raise SearchError(demo_miss(cfg, aoi, str(err))) from None
+        raise
     grid, detail, read_res = plan_layout(cfg, aoi, items, card, lattice=lattice)
     coverage = footprint_union(items)
     return RunPlan(
@@ -210,6 +215,17 @@ def layout_line(cfg: MapConfig, grid: PatchGrid, detail: DetailPlan, read_res: f
         + (f"; read and classified at {read_res:g} m" if d.read_factor > 1
            else f"; read at {read_res:g} m, upsampled to {res:g} m" if read_res > res else "")
     )
+
+
+def demo_miss(cfg: MapConfig, aoi: AOI, message: str) -> str:
+    """Why the offline demo catalogue has no scenes for ``aoi``, and how to name a real one."""
+    from pipeline.demo import generate_world
+
+    west, south, east, north = generate_world(layout=cfg.demo_layout).extent()
+    if aoi.geometry.intersects(shapely.box(west, south, east, north)):
+        return f"{message} (searched: the offline demo catalogue, --source local)"
+    return (f"no scenes: the AOI lies outside the offline demo world, the default catalogue (--source local), which "
+            f"covers lon {west:.2f}..{east:.2f}, lat {south:.2f}..{north:.2f}; for real scenes: --source earth-search")
 
 
 def default_weights() -> Path:

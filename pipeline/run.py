@@ -20,7 +20,6 @@ from odc.geo.geobox import GeoBox
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from models.classes import NUM_CLASSES
 from pipeline import __version__
 from pipeline.blocks import READ_GROUP, read_group
 from pipeline.cluster import connect, gpu_count
@@ -54,6 +53,11 @@ class MapResult:
     items: list = field(default_factory=list)
     model_sha256: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # scenes the plan had but the run could not read: why
+
+    @property
+    def n_planned(self) -> int:
+        return self.n_items + len(self.skipped)
 
 
 @contextlib.contextmanager
@@ -174,7 +178,8 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
         )
         configure_gdal(client)
         lap("cluster")
-        offsets = item_offsets(plan.items, bands=card.bands)  # every band the model needs is probed
+        skipped: dict[str, str] = {}
+        offsets = item_offsets(plan.items, bands=card.bands, skipped=skipped)  # every band the model needs is probed
         items = [it for it in plan.items if it.id in offsets]
         if len(items) != len(plan.items):
             plan = _with_items(plan, items)
@@ -206,6 +211,7 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
             return group_planes(works, grid, offsets, card, plan.read_resolution, plan.detail.read_factor)
 
         multi_label = card.task == "multi-label"
+        n_classes = len(card.legend)
         f = plan.detail.read_factor
         margin = grid.margin_px // f
 
@@ -216,7 +222,7 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
 
         with contextlib.ExitStack() as cleanup, map_export(
             grid.cell_geobox, cfg.out, provenance=provenance, multi_label=multi_label,
-            threshold=card.threshold, aoi=plan.aoi.geometry, scenes=items, overwrite=cfg.overwrite,
+            threshold=card.threshold, aoi=plan.aoi.geometry, scenes=items, overwrite=cfg.overwrite, legend=card.legend,
             composite=(lambda path: composite.finish(path)) if cfg.save_composite else None,
         ) as export:
             if cfg.save_composite:
@@ -238,8 +244,8 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
                     if chunks is not None:
                         chunks.put(work.key, values)  # persisted as it lands: resumable
                 block_map = mosaic(
-                    values[:NUM_CLASSES], values[NUM_CLASSES], work.block.inside, min_clear=cfg.min_clear,
-                    multi_label=multi_label, threshold=card.threshold,
+                    values[:n_classes], values[n_classes], work.block.inside, min_clear=cfg.min_clear,
+                    multi_label=multi_label, threshold=card.threshold, codes=card.legend.codes,
                 )
                 export.write(work.block.cells, block_map)
                 if dn is not None:
@@ -253,7 +259,7 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
     return MapResult(
         cfg.out, files, grid, len(items), plan.blocks.cells, n_valid,
         blocks_total=plan.blocks.blocks, blocks_computed=computed, items=items,
-        model_sha256=plan.model.sha256, timings=timings,
+        model_sha256=plan.model.sha256, timings=timings, skipped=skipped,
     )
 
 

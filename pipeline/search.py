@@ -31,6 +31,13 @@ from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from rich.table import Table
 from urllib3 import Retry
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 
 from models.bands import BAND_IDS
 from pipeline.aoi import AOI
@@ -147,10 +154,32 @@ class LoggedRetry(Retry):
     (urllib3 itself logs status-code retries only at DEBUG)."""
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if isinstance(error, NameResolutionError):  # no network or a wrong host: a retry cannot help
+            raise MaxRetryError(_pool, url, reason=error) from error
         new = super().increment(method, url, response, error, _pool, _stacktrace)
-        cause = f"HTTP {response.status}" if response is not None and response.status else _one_line(error) if error else "error"
+        cause = f"HTTP {response.status}" if response is not None and response.status else failure_reason(error)
         log.warning("STAC request %s %s failed (%s); retry %d after backoff", method, url, cause, len(new.history))
         return new
+
+
+def failure_reason(err: BaseException | None) -> str:
+    """A few words for why a request failed: the innermost cause urllib3 and requests wrap."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, MaxRetryError) and seen.reason is not None:
+            seen = seen.reason
+            continue
+        if isinstance(seen, NameResolutionError):
+            return f"host {seen.conn.host if getattr(seen, 'conn', None) else 'name'} not found"
+        if isinstance(seen, NewConnectionError):  # before timeouts: urllib3 2 derives it from ConnectTimeoutError
+            return "connection refused" if "refused" in str(seen).lower() else "cannot connect"
+        if isinstance(seen, (ConnectTimeoutError, ReadTimeoutError)):
+            return "timed out"
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else seen.__cause__ or seen.__context__
+        if inner is None or inner is seen:
+            break
+        seen = inner
+    return _one_line(err)[:120] if err is not None else "error"
 
 
 def open_client(params: SearchParams) -> Client:
@@ -171,8 +200,12 @@ def open_client(params: SearchParams) -> Client:
     try:
         return Client.open(params.url, stac_io=stac_io, modifier=modifier)
     except (APIError, OSError, ValueError) as err:
+        reason = failure_reason(err)
+        if reason.startswith("host "):  # no network, or a mistyped host: said once, not retried
+            raise SearchError(f"could not reach STAC API at {params.url}: {reason}; check the network or --stac-url, "
+                              "or map the offline demo (--demo)") from None
         raise SearchError(
-            f"could not reach STAC API at {params.url} after {params.tries} tries: {_one_line(err)}; check the URL/network"
+            f"could not reach STAC API at {params.url} after {params.tries} tries: {reason}; check the URL/network"
         ) from None
 
 

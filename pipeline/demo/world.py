@@ -112,6 +112,12 @@ class DemoWorld:
         """A ``side_km`` x ``side_km`` square at the centre of the layout, e.g. to grow an AOI."""
         return central_aoi(self.tiles_spec(), self.layout, side_km)
 
+    def extent(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in degrees of the ground every demo tile's scenes cover."""
+        ring = self.layout_aoi()["features"][0]["geometry"]["coordinates"][0]
+        lons, lats = [p[0] for p in ring], [p[1] for p in ring]
+        return min(lons), min(lats), max(lons), max(lats)
+
     def tiles_spec(self) -> tuple[scenes.TileSpec, ...]:
         return scenes.layout_tiles(self.size_px, self.layout)
 

@@ -24,8 +24,10 @@ _CHECK_PX = 256  # side of the decimated read used by the pixel check
 _PROBE_THREADS = 8
 
 
-def item_offsets(items: Iterable[pystac.Item], *, bands: Sequence[str] = ("red", "green", "blue")) -> dict[str, int]:
-    """BOA offset (DN) per readable item id; items with an unreadable asset are left out with a warning.
+def item_offsets(items: Iterable[pystac.Item], *, bands: Sequence[str] = ("red", "green", "blue"),
+                 skipped: dict[str, str] | None = None) -> dict[str, int]:
+    """BOA offset (DN) per readable item id; items with an unreadable asset are left out with a
+    warning (and, with ``skipped``, recorded there: item id -> why).
 
     The metadata decides first (:func:`~pipeline.radiometry.metadata_offset_dn`); a decimated read
     of ``red`` where the SCL says vegetation or water then confirms or overrules it. Each asset in
@@ -42,6 +44,8 @@ def item_offsets(items: Iterable[pystac.Item], *, bands: Sequence[str] = ("red",
     for item, (offset, problem) in zip(items, results, strict=True):
         if problem is not None:
             log.warning("skipping scene %s: %s", item.id, problem)
+            if skipped is not None:
+                skipped[item.id] = problem
             continue
         offsets[item.id] = offset
     if not offsets:
