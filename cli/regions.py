@@ -72,16 +72,41 @@ def run_due_command(
 
     results = run_due(folder, now=_now(now), root=root, console=err)
     for r in results:
-        typer.echo(f"{r.region}\t{r.status}" + (f"\t{r.message}" if r.message else ""))
+        # A failure's reason was said above, once; here its status and when it is tried again.
+        detail = r.message if r.status in ("finished", "reused", "disabled", "locked") else ""
+        when = f"next attempt {r.next_attempt:%Y-%m-%d %H:%M} UTC" if r.next_attempt else ""
+        typer.echo("\t".join(x for x in (r.region, r.status, detail or when) if x))
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
+
+
+def runs_command(
+    region_file: Path = typer.Argument(..., help="Region definition (YAML) whose runs to list."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Output root (default: the region's `root`)."),
+) -> None:
+    """List a region's runs: date, status, scenes, model, changed area, output."""
+    from rich.table import Table
+
+    from workflows.region import load_region
+    from workflows.runner import run_history
+
+    region = load_region(region_file)
+    table = Table(title=f"runs of {region.name}")
+    for column in ("run", "as of", "status", "scenes", "model", "changed ha", "output / error"):
+        table.add_column(column)
+    for row in run_history(region, root=root):
+        table.add_row(str(row.run_id), row.as_of.isoformat(), row.status, str(row.scenes), row.model,
+                      "" if row.changed_ha is None else f"{row.changed_ha:,.1f}", row.where)
+    Console(width=200).print(table)
 
 
 @schedule_app.command("print")
 def schedule_print(
     folder: Path = typer.Argument(Path("workflows/regions"), help="Folder of region files the job runs."),
     every: int = typer.Option(15, "--every", help="Minutes between checks (must divide an hour)."),
-    log: Optional[Path] = typer.Option(None, "--log", help="Append the job's output to this file (crontab)."),
+    log: Optional[Path] = typer.Option(
+        None, "--log", help="Append the job's output to this file (default: run-due.log in the cache folder, "
+        "$LANDCOVER_CACHE or ~/.cache/landcover)."),
 ) -> None:
     """Print a crontab line and a systemd service + timer pair running `landcover run-due FOLDER`."""
     from workflows.region import region_files
@@ -90,7 +115,10 @@ def schedule_print(
     folder = folder.resolve()
     region_files(folder)  # refuses a folder that is not there
     exe = shutil.which("landcover") or str(Path(sys.executable).with_name("landcover"))
-    plan = SchedulePlan(Path(exe).resolve(), folder, Path.cwd().resolve(), every, log.resolve() if log else None)
+    from pipeline.demo.world import default_cache_dir
+
+    log = (log or default_cache_dir() / "run-due.log").resolve()
+    plan = SchedulePlan(Path(exe).resolve(), folder, Path.cwd().resolve(), every, log)
     typer.echo(schedule_text(plan), nl=False)
 
 
@@ -100,4 +128,5 @@ def register(app: typer.Typer) -> None:
         return
     app.command("run")(run_command)
     app.command("run-due")(run_due_command)
+    app.command("runs")(runs_command)
     app.add_typer(schedule_app, name="schedule", help="Print how to run `landcover run-due` from cron or systemd.")

@@ -27,7 +27,7 @@ import rasterio.features
 from affine import Affine
 from shapely.geometry import MultiPolygon, shape
 
-from models.classes import CLASS_NAMES, class_name
+from models.legend import Legend, bigearthnet_legend
 from pipeline.export.qgis import categorized_style, to_text
 from pipeline.export.vector import GEOMETRY_COLUMN
 
@@ -62,8 +62,17 @@ def changed_cells(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return (before != NODATA) & (after != NODATA) & (before != after)
 
 
-def change_polygons(before: ClassRaster, after: ClassRaster) -> gpd.GeoDataFrame:
-    """One multipolygon per (from, to) pair of classes, with its area."""
+def map_legend(run_dir: Path) -> Legend:
+    """The legend a map was made with: its item.json's model card's (BigEarthNet-19 for maps made
+    before cards carried one)."""
+    item = run_dir / "item.json"
+    card = json.loads(item.read_text(encoding="utf-8"))["properties"].get("landcover:model_card", {}) if item.is_file() else {}
+    return Legend.model_validate(card["legend"]) if card.get("legend") else bigearthnet_legend()
+
+
+def change_polygons(before: ClassRaster, after: ClassRaster, legend: Legend | None = None) -> gpd.GeoDataFrame:
+    """One multipolygon per (from, to) pair of classes, with its area, named by ``legend``."""
+    class_name = (legend or bigearthnet_legend()).name
     changed = changed_cells(before.classes, after.classes)
     # One code per transition, so shapes() traces each pair's cells as its own regions.
     pair = before.classes.astype(np.int32) * 256 + after.classes.astype(np.int32)
@@ -95,11 +104,12 @@ def change_polygons(before: ClassRaster, after: ClassRaster) -> gpd.GeoDataFrame
     return gpd.GeoDataFrame(frame.astype(columns), geometry=geometry)
 
 
-def change_summary(before: ClassRaster, after: ClassRaster) -> dict[str, Any]:
-    """Area compared, changed, and gained/lost/net per class (hectares)."""
+def change_summary(before: ClassRaster, after: ClassRaster, legend: Legend | None = None) -> dict[str, Any]:
+    """Area compared, changed, and gained/lost/net per class of ``legend`` (hectares)."""
+    legend = legend or bigearthnet_legend()
     both = (before.classes != NODATA) & (after.classes != NODATA)
     changed = changed_cells(before.classes, after.classes)
-    n = len(CLASS_NAMES) + 1
+    n = 256
     gained = np.bincount(after.classes[changed], minlength=n)
     lost = np.bincount(before.classes[changed], minlength=n)
     area = after.cell_area_ha
@@ -107,17 +117,18 @@ def change_summary(before: ClassRaster, after: ClassRaster) -> dict[str, Any]:
         "compared_ha": float(both.sum() * area),
         "changed_ha": float(changed.sum() * area),
         "classes": [
-            {"class_id": code, "class_name": class_name(code), "gained_ha": float(gained[code] * area),
+            {"class_id": code, "class_name": legend.name(code), "gained_ha": float(gained[code] * area),
              "lost_ha": float(lost[code] * area), "net_ha": float((int(gained[code]) - int(lost[code])) * area)}
-            for code in range(1, n) if gained[code] or lost[code]
+            for code in sorted(legend.codes) if gained[code] or lost[code]
         ],
     }
 
 
-def _style_row(now: datetime) -> pd.DataFrame:
+def _style_row(now: datetime, legend: Legend | None = None) -> pd.DataFrame:
     return pd.DataFrame([{
         "f_table_catalog": "", "f_table_schema": "", "f_table_name": LAYER, "f_geometry_column": GEOMETRY_COLUMN,
-        "styleName": LAYER, "styleQML": to_text(categorized_style(attr="to_class", outline="200,0,0,255", outline_width=0.3)),
+        "styleName": LAYER, "styleQML": to_text(categorized_style(attr="to_class", outline="200,0,0,255", outline_width=0.3,
+                                                                     legend=legend)),
         "styleSLD": "", "useAsDefault": True, "description": "cells whose class changed since the previous run, by new class",
         "owner": "", "ui": "", "update_time": pd.Timestamp(now),
     }])
@@ -138,7 +149,8 @@ def _replace_atomically(final: Path, write) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def write_changes_layer(gpkg: Path, changes: gpd.GeoDataFrame, *, now: datetime | None = None) -> None:
+def write_changes_layer(gpkg: Path, changes: gpd.GeoDataFrame, *, now: datetime | None = None,
+                        legend: Legend | None = None) -> None:
     """Put the ``changes`` layer (and its default style) into a copy of ``gpkg`` and rename the
     copy over it: the file at the final name is never modified in place (it may be a hard link
     to an earlier run's file)."""
@@ -148,7 +160,7 @@ def write_changes_layer(gpkg: Path, changes: gpd.GeoDataFrame, *, now: datetime 
                                 promote_to_multi=True)
         styles = pyogrio.read_dataframe(temp, layer="layer_styles", read_geometry=False)
         styles = styles[styles["f_table_name"] != LAYER]
-        styles = pd.concat([styles, _style_row(now or datetime.now(UTC))], ignore_index=True)
+        styles = pd.concat([styles, _style_row(now or datetime.now(UTC), legend)], ignore_index=True)
         pyogrio.write_dataframe(styles, temp, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"})
 
     _replace_atomically(gpkg, write)
@@ -162,18 +174,19 @@ def record_changes(run_dir: Path, previous_tif: Path | None, previous_as_of: str
     """Compare ``run_dir/landcover.tif`` with the previous run's and write the ``changes`` layer,
     ``changes.json`` and a ``changes`` section of ``summary.json``. Returns that section."""
     current = read_class_raster(run_dir / "landcover.tif")
+    legend = map_legend(run_dir)
     if previous_tif is None:
         report: dict[str, Any] = {"previous": None, "note": "first run of the region: nothing to compare"}
-        layer = change_polygons(current, current)  # empty, with the layer's schema
+        layer = change_polygons(current, current, legend)  # empty, with the layer's schema
     else:
         previous = read_class_raster(previous_tif)
         if not previous.same_grid(current):
             report = {"previous": previous_as_of, "note": "the previous run used another grid (AOI or model changed)"}
-            layer = change_polygons(current, current)
+            layer = change_polygons(current, current, legend)
         else:
-            report = {"previous": previous_as_of, **change_summary(previous, current)}
-            layer = change_polygons(previous, current)
-    write_changes_layer(run_dir / "landcover.gpkg", layer)
+            report = {"previous": previous_as_of, **change_summary(previous, current, legend)}
+            layer = change_polygons(previous, current, legend)
+    write_changes_layer(run_dir / "landcover.gpkg", layer, legend=legend)
     write_json_atomically(run_dir / CHANGES_JSON, report)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8"))

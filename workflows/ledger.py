@@ -242,6 +242,20 @@ class Ledger:
         ).fetchone()
         return RunRecord.from_row(row) if row else None
 
+    def attempts(self, region: str) -> tuple[datetime | None, list[datetime]]:
+        """When the region's last map began (finished or reused run), and when each run that
+        failed since then began, oldest first: what its schedule and retries go by. Interrupted
+        runs count as neither, so a killed scheduled run is retried at the next check."""
+        row = self._db.execute(
+            "SELECT MAX(started) FROM runs WHERE region = ? AND status IN ('finished', 'reused')", (region,)
+        ).fetchone()
+        last_map = datetime.fromisoformat(row[0]) if row and row[0] else None
+        failed = self._db.execute(
+            "SELECT started FROM runs WHERE region = ? AND status = 'failed' AND started > ? ORDER BY started",
+            (region, last_map.isoformat() if last_map else ""),
+        ).fetchall()
+        return last_map, [datetime.fromisoformat(r[0]) for r in failed]
+
     def last_attempt(self, region: str) -> datetime | None:
         """When the region last ran to an end (finished, reused or failed): what schedules count.
         Interrupted runs do not count, so a killed scheduled run is retried at the next check."""

@@ -111,6 +111,9 @@ class Region(MapSettings):
     window: Window
     root: Path = Field(description="output root: maps go to <root>/<name>/<as-of>/")
     schedule: str = Field(description="cron expression (UTC) of when the region is due")
+    # Example regions ship disabled: run-due skips them and `landcover run` refuses them until the
+    # user has set their root and enabled them.
+    enabled: bool = Field(True, description="false: run-due skips the region and `landcover run` refuses it")
 
     @field_validator("name")
     @classmethod

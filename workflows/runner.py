@@ -17,6 +17,7 @@ what is missing, and a run with one new scene recomputes only the blocks that sc
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -35,10 +36,10 @@ from models.files import sha256_file
 from pipeline.export.staging import probe_writable
 from pipeline.store import DirectoryChunkStore, EmptyChunkStore
 from workflows.changes import record_changes
-from workflows.ledger import Ledger, RunRecord
+from workflows.ledger import LEDGER_NAME, Ledger, RunRecord
 from workflows.lock import RegionLock, RegionLocked
 from workflows.region import Region, load_region, region_files
-from workflows.schedule import is_due
+from workflows.schedule import next_attempt, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,9 @@ def run_region(
     region's). Raises RegionLocked when another run of the region is in progress and RunFailed
     (after recording it in the ledger) when the run cannot finish."""
     console = console or Console(stderr=True)
+    if not region.enabled:
+        raise RunFailed(f"region {region.name!r} is disabled (enabled: false); edit its root and schedule, then set "
+                        "enabled: true")
     as_of = as_of or datetime.now(UTC).date()
     root = Path(root or region.root).resolve()
     check_root(root)
@@ -319,8 +323,9 @@ def _reusable(ledger: Ledger, region: str, key: str, final: Path) -> RunRecord |
 class DueResult:
     region_file: Path
     region: str
-    status: str  # finished | reused | not-due | locked | failed
+    status: str  # finished | reused | not-due | disabled | locked | failed
     message: str = ""
+    next_attempt: datetime | None = None  # not-due and failed regions: when run-due will try it
 
 
 def run_due(
@@ -330,8 +335,10 @@ def run_due(
     root: Path | None = None,
     console: Console | None = None,
 ) -> list[DueResult]:
-    """Run, one after another, every region of ``folder`` whose schedule fired since its last run.
-    A region that fails or is locked does not stop the others."""
+    """Run, one after another, every enabled region of ``folder`` whose schedule fired since its
+    last map; a region whose runs failed since is retried with a growing wait (workflows.schedule).
+    A region that fails or is locked does not stop the others. Nothing is written for a region
+    that is disabled or not due: a root that does not exist yet is not made."""
     console = console or Console(stderr=True)
     now = now or datetime.now(UTC)
     results = []
@@ -342,13 +349,16 @@ def run_due(
             results.append(DueResult(path, path.stem, "failed", str(exc)))
             console.print(f"[red]error:[/red] {exc}")
             continue
+        if not region.enabled:
+            results.append(DueResult(path, region.name, "disabled", f"set enabled: true in {path} to schedule it"))
+            continue
         region_root = Path(root or region.root).resolve()
+        failures: list[datetime] = []
         try:
-            check_root(region_root)
-            with Ledger.in_root(region_root) as ledger:
-                last = ledger.last_attempt(region.name)
-            if not is_due(region.schedule, last, now):
-                results.append(DueResult(path, region.name, "not-due"))
+            last_map, failures = _attempts(region_root, region.name)
+            when = next_attempt(region.schedule, last_map, failures, now)
+            if when > now:
+                results.append(DueResult(path, region.name, "not-due", next_attempt=when))
                 continue
             outcome = run_region(region, as_of=now.date(), root=region_root, console=console, trigger="schedule")
             results.append(DueResult(path, region.name, outcome.status, str(outcome.out_dir)))
@@ -356,6 +366,46 @@ def run_due(
             results.append(DueResult(path, region.name, "locked", str(exc)))
             console.print(f"[yellow]skipped:[/yellow] {exc}")
         except LandcoverError as exc:
-            results.append(DueResult(path, region.name, "failed", str(exc)))
+            retry = retry_after([*failures, now]) if region_root.is_dir() else None
+            results.append(DueResult(path, region.name, "failed", str(exc), next_attempt=retry))
             console.print(f"[red]error:[/red] {exc}")
     return results
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of a region, as `landcover runs` lists it."""
+
+    run_id: int
+    as_of: date
+    status: str
+    scenes: int
+    model: str  # sha256, shortened
+    changed_ha: float | None
+    where: str  # the map's folder, or why the run failed
+
+
+def run_history(region: Region, *, root: Path | None = None) -> list[RunRow]:
+    """The region's runs from its ledger, oldest first (none: it never ran; nothing is made)."""
+    root = Path(root or region.root).resolve()
+    if not (root / LEDGER_NAME).is_file():
+        return []
+    rows = []
+    with Ledger.in_root(root) as ledger:
+        for record in ledger.runs(region.name):
+            changes = record.out_dir / "changes.json" if record.out_dir else None
+            changed = None
+            if changes is not None and changes.is_file():
+                changed = json.loads(changes.read_text(encoding="utf-8")).get("changed_ha")
+            rows.append(RunRow(record.id, record.as_of, record.status, len(ledger.items(record.id)),
+                               (record.model_sha256 or "")[:12], changed,
+                               str(record.out_dir) if record.out_dir else (record.error or "")))
+    return rows
+
+
+def _attempts(root: Path, region: str) -> tuple[datetime | None, list[datetime]]:
+    """The region's last map and failures since, from its root's ledger (none: never ran)."""
+    if not (root / LEDGER_NAME).is_file():
+        return None, []
+    with Ledger.in_root(root) as ledger:
+        return ledger.attempts(region)

@@ -44,6 +44,33 @@ def is_due(cron: str, last_run: datetime | None, now: datetime) -> bool:
     return last_run is None or _utc(last_run) < last_fire(cron, now)
 
 
+# A failed run is tried again at the next check after this long, doubling with each failure in a
+# row up to RETRY_MAX: a network blip costs minutes, not a whole schedule period.
+RETRY_FIRST = timedelta(minutes=15)
+RETRY_MAX = timedelta(hours=12)
+
+
+def retry_after(failures: list[datetime]) -> datetime | None:
+    """When a region whose runs failed at ``failures`` (since its last map, oldest first) may try
+    again: the last failure plus 15 min, 30 min, 1 h, ... up to 12 h; None after no failure."""
+    if not failures:
+        return None
+    wait = min(RETRY_FIRST * 2 ** (len(failures) - 1), RETRY_MAX)
+    return _utc(failures[-1]) + wait
+
+
+def next_attempt(cron: str, last_map: datetime | None, failures: list[datetime], now: datetime) -> datetime:
+    """When the region should next run: now if due, else its next fire or retry time.
+
+    Due when the schedule fired after its last map began (or it never made one) and, if runs
+    failed since, once the retry wait after the last failure has passed."""
+    now = _utc(now)
+    if is_due(cron, last_map, now):
+        retry = retry_after(failures)
+        return now if retry is None or retry <= now else retry
+    return next_fire(cron, now)
+
+
 @dataclass(frozen=True)
 class SchedulePlan:
     """Where the scheduled job runs from and how often it checks the regions."""

@@ -93,8 +93,22 @@ def test_the_version_option():
 
 
 @pytest.mark.slow
-def test_the_demo_region_runs_quietly(tmp_path, demo_world):
-    proc = landcover("run", str(REPO / "workflows" / "regions" / "demo.yaml"), "--as-of", "2024-07-10",
-                     "--root", str(tmp_path / "maps"))
+def test_run_due_on_the_shipped_regions_runs_the_demo_quietly_and_writes_only_under_its_root(tmp_path, demo_world):
+    """The shipped folder as a user gets it: the demo region runs (no ERROR, no traceback), the
+    Earth Search example is disabled and touches nothing (it would write under /srv), and
+    `landcover runs` lists the run."""
+    import shutil
+
+    regions = tmp_path / "repo" / "workflows" / "regions"  # the demo's root is ../../maps/regions from here
+    shutil.copytree(REPO / "workflows" / "regions", regions)
+    srv_before = Path("/srv/landcover").exists()
+    shipped = {p for p in (tmp_path / "repo").rglob("*") if p.is_file()}
+    proc = landcover("run-due", str(regions), "--now", "2024-07-10T05:00")
     quiet_success(proc)
-    assert (tmp_path / "maps" / "demo" / "2024-07-10" / "landcover.tif").is_file()
+    lines = dict(line.split("\t", 1) for line in proc.stdout.strip().splitlines())
+    assert lines["demo"].startswith("finished") and lines["venice-lagoon"].startswith("disabled")
+    assert Path("/srv/landcover").exists() == srv_before
+    written = {p for p in (tmp_path / "repo").rglob("*") if p.is_file()} - shipped
+    assert written and all(tmp_path / "repo" / "maps" / "regions" in p.parents for p in written)
+    listing = landcover("runs", str(regions / "demo.yaml"))
+    assert listing.returncode == 0 and "finished" in listing.stdout and "2024-07-10" in listing.stdout

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -59,3 +59,20 @@ def test_schedule_print_emits_a_crontab_line_and_a_systemd_service_and_timer():
     assert len(cron) == 1 and f"run-due {regions}" in cron[0]
     assert "[Service]\nType=oneshot\n" in out and "ExecStart=" in out and f"run-due {regions}" in out
     assert "[Timer]\nOnCalendar=*:0/10\n" in out
+    assert "/dev/null" not in cron[0] and cron[0].endswith("run-due.log 2>&1")  # logged to a file by default
+
+
+def test_a_failed_run_is_retried_at_the_next_check_after_a_growing_wait():
+    from workflows.schedule import next_attempt, retry_after
+
+    failed = t("2024-07-08T04:00")
+    assert retry_after([]) is None
+    assert retry_after([failed]) == t("2024-07-08T04:15")
+    assert retry_after([failed - timedelta(hours=1), failed]) == t("2024-07-08T04:30")
+    assert retry_after([failed] * 20) == failed + timedelta(hours=12)  # capped
+    # Due since 04:00 (its map is from yesterday), failed at 04:00: not before 04:15, then at once.
+    yesterday = t("2024-07-07T04:00")
+    assert next_attempt(DAILY_4AM, yesterday, [failed], t("2024-07-08T04:05")) == t("2024-07-08T04:15")
+    assert next_attempt(DAILY_4AM, yesterday, [failed], t("2024-07-08T04:20")) == t("2024-07-08T04:20")
+    # Not due: its next fire.
+    assert next_attempt(DAILY_4AM, t("2024-07-08T04:01"), [], t("2024-07-08T05:00")) == t("2024-07-09T04:00")
