@@ -12,8 +12,13 @@ from rich.table import Table
 
 from pipeline.demo.world import DemoWorld, generate_world, parse_layout
 
-demo_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console()
+demo_app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="The offline demo world: two Sentinel-2 tiles either side of 12°E near Venice (the default world covers "
+    "lon 11.88..12.12, lat 45.35..45.45; draw an AOI inside it, or use --demo), served on 127.0.0.1.",
+)
+# Wide enough for the scene table whatever the terminal (item ids are never cut).
+out = Console(width=max(120, Console().width))
 
 _SIZE = typer.Option(1200, "--size", help="Tile size in 10 m pixels (even; a full Sentinel-2 tile is 10980).")
 _SEED = typer.Option(0, "--seed", help="World seed: the same seed gives the same world.")
@@ -49,7 +54,9 @@ def generate(
     """Generate the demo world (or find it in the cache) and list its scenes."""
     world = generate_world(cache_dir, size_px=size, seed=seed, progress=True, layout=_layout(layout))
     out.print(scenes_table(world))
-    out.print(f"items: {world.items_path}\nAOI:   {world.aoi_path}")
+    west, south, east, north = world.extent()
+    out.print(f"items: {world.items_path}\nAOI:   {world.aoi_path}\n"
+              f"extent (an AOI inside it maps): lon {west:.4f}..{east:.4f}, lat {south:.4f}..{north:.4f}")
     for tile in world.tiles:
         out.print(f"truth {tile.mgrs} ({tile.crs}): {tile.truth_path}")
 

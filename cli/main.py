@@ -36,7 +36,7 @@ def _mount() -> None:
     from cli.regions import register as register_workflows
 
     app.command("map")(map_command)
-    app.add_typer(demo_app, name="demo", help="The offline demo world: generate it, serve it.")
+    app.add_typer(demo_app, name="demo")
     app.add_typer(model_app, name="model", help="Inspect a model and classify single patches.")
     # models/ never imports pipeline/: the loaders of pipeline-side training sources are handed in here.
     register_training(app, sources={"demo-world": demo_world_source},
