@@ -10,7 +10,7 @@ pixel runs over the multi-tile demo world; issue #11).
 
 import sys
 
-from benchmarks import demo_world, models, pipeline
+from benchmarks import demo_world, models, pipeline, pixels
 
 if __name__ == "__main__":
     args = sys.argv[1:]
@@ -23,6 +23,7 @@ if __name__ == "__main__":
     demo_world.main([])
     models.main([])
     pipeline.main(["--full-tile"] if full else [])
+    pixels.main([])
     if "--detail" in args:
         from benchmarks import detail
 

@@ -30,7 +30,6 @@ import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from models.classes import NUM_CLASSES
 from pipeline.detail import DetailPlan, WeightKind, classify_pixels
 from pipeline.mosaic import mosaic
 from pipeline.patches import cells_intersecting, clear_fraction, cut_windows, plan_grid, project_aoi
@@ -174,7 +173,7 @@ def judge(world, scene: Scene, predictor, variant: Variant, out_dir: Path, model
     seconds = time.perf_counter() - start
     card = predictor.card
     n = len(card.classes)
-    probs = card.to_map_order(planes[:n].reshape(n, -1).T).T.reshape(NUM_CLASSES, *planes.shape[1:])
+    probs = card.to_map_order(planes[:n].reshape(n, -1).T).T.reshape(len(card.legend), *planes.shape[1:])
     probs[:, ~np.isfinite(planes[:n]).all(axis=0)] = np.nan  # to_map_order keeps NaN; unknown classes stay 0
     geobox, inside = cell_grid(scene, variant.cell_px)
     class_map = mosaic(probs, planes[n], inside, min_clear=MIN_CLEAR, multi_label=card.task == "multi-label",

@@ -162,7 +162,11 @@ def info(
         raise _fail(e) from None
     out = Console()
     out.print(_card_table(card))
-    if card.family == "timm":
+    if card.family == "per-pixel":
+        total = sum(int(t.numel()) for t in model.state_dict().values())
+        out.print(_params_table({"sr": 0, "backbone": total - sum(p.numel() for p in model.conv2d_14.parameters()),
+                                 "head": sum(p.numel() for p in model.conv2d_14.parameters()), "total": total}))
+    elif card.family == "timm":
         total = sum(p.numel() for p in model.parameters())
         out.print(_params_table({"sr": 0, "backbone": total - _head_parameters(model), "head": _head_parameters(model),
                                  "total": total}))
@@ -229,16 +233,24 @@ def fetch(
 
 @model_app.command("import")
 def import_folder(
-    folder: Path = typer.Argument(..., help="A folder with config.json and model.safetensors (e.g. a Hub snapshot)."),
+    folder: Path = typer.Argument(..., help="A folder with config.json and model.safetensors (e.g. a Hub snapshot), "
+                                  "or Dynamic World's SavedModel (a clone of google/dynamicworld, or its model/forward)."),
     repo_id: Optional[str] = typer.Option(None, help="The repo it came from (default: from the folder's name)."),
-    revision: str = typer.Option("main", help="The revision it is (default: main)."),
+    revision: str = typer.Option("main", help="The revision it is (default: main); for Dynamic World without a .git, "
+                                 "the commit of google/dynamicworld it is (recorded in the card)."),
     band_order: Optional[str] = _BAND_ORDER_OPTION,
     cache_dir: Optional[Path] = _CACHE_OPTION,
 ) -> None:
-    """Install a reBEN checkpoint downloaded elsewhere (checked, with its model card); prints the weights path."""
+    """Install a reBEN checkpoint or Dynamic World's published network downloaded elsewhere (checked, with its
+    model card); prints the weights path."""
+    from models import dynamicworld
     from models.reben import guess_origin, install_checkpoint
 
     try:
+        if dynamicworld.is_savedmodel_folder(folder):  # TensorFlow's variables read without TensorFlow
+            weights = dynamicworld.install(folder, revision=None if revision == "main" else revision, cache=cache_dir)
+            _report_installed(weights)
+            return
         guessed_repo, commit = guess_origin(folder)
         weights = install_checkpoint(folder, repo_id=repo_id or guessed_repo, revision=revision, commit=commit,
                                      band_order_release=band_order, cache=cache_dir)
@@ -249,49 +261,193 @@ def import_folder(
     _report_installed(weights)
 
 
+def _is_picture(path: Path) -> bool:
+    """A PNG/JPEG, or a uint8 GeoTIFF: an RGB picture with no spectral scale, read as the seed's uint8 patch."""
+    if path.suffix.lower() not in GEOTIFF_SUFFIXES:
+        return True
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as src:
+            return src.dtypes[0] == "uint8"
+    except RasterioIOError as e:
+        raise ImageError(f"cannot read {path} as a GeoTIFF ({e})") from None
+
+
+def _probability_table(title: str, card, probs: np.ndarray, top: int) -> Table:
+    kind = "independent probabilities (multi-label)" if card.task == "multi-label" else "softmax probabilities"
+    table = Table(title=f"{title}: top {min(top, len(probs))} classes ({kind})", caption=card.demo_label)
+    for column, justify in (("rank", "right"), ("code", "right"), ("class", "left"), ("probability", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    codes = card.class_codes
+    for rank, i in enumerate(np.argsort(-probs, kind="stable")[:top], start=1):
+        table.add_row(str(rank), str(codes[i]), card.classes[i], f"{probs[i]:.3f}")
+    return table
+
+
+def write_window_raster(path: Path, windows, probs: np.ndarray, card, shape: tuple[int, int], transform, crs) -> None:
+    """One pixel per window of the lattice: band 1 the top class's map code (0 = not classified, too
+    little clear data), band 2 its probability in percent; the legend's colours on band 1."""
+    import rasterio
+    from affine import Affine
+
+    from models.files import atomic_write
+
+    rows = sorted({r for r, _ in windows.origins})
+    cols = sorted({c for _, c in windows.origins})
+    if not path.parent.is_dir():
+        raise ImageError(f"directory does not exist for {path}")
+    size = windows.size_px
+    stride_r = rows[1] - rows[0] if len(rows) > 1 else size
+    stride_c = cols[1] - cols[0] if len(cols) > 1 else size
+    from models.imagery import lattice
+
+    grid = lattice(shape, size, size)
+    r0, c0 = grid[0]
+    n_rows, n_cols = len({r for r, _ in grid}), len({c for _, c in grid})
+    codes = np.zeros((n_rows, n_cols), np.uint8)
+    percent = np.zeros((n_rows, n_cols), np.uint8)
+    top = probs.argmax(1)
+    for (r, c), k, p in zip(windows.origins, top, probs.max(1), strict=True):
+        i, j = (r - r0) // size, (c - c0) // size
+        codes[i, j], percent[i, j] = card.class_codes[k], int(round(100 * float(p)))
+    del stride_r, stride_c
+    out_transform = transform * Affine.translation(c0, r0) * Affine.scale(size)
+    colours = {c.code: (*c.rgb, 255) for c in card.legend.classes}
+
+    def write(tmp: Path) -> None:
+        with rasterio.open(tmp, "w", driver="GTiff", width=n_cols, height=n_rows, count=2, dtype="uint8", nodata=0,
+                           crs=crs, transform=out_transform) as dst:
+            dst.write(np.stack([codes, percent]))
+            dst.write_colormap(1, colours)
+            dst.set_band_description(1, f"top class code of each {card.ground_footprint_m:g} m window ({card.model_id})")
+            dst.set_band_description(2, "probability of the top class, percent")
+
+    atomic_write(path, write)
+
+
+def read_pixel_image(path: Path, card) -> np.ndarray:
+    """A GeoTIFF holding the card's bands in the card's order, as reflectance (N=1, bands, H, W); DN
+    (values above 2) are divided by 10000; the far rows and columns are cut to the card's multiple."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as src:
+            data = src.read().astype(np.float32)
+    except RasterioIOError as e:
+        raise ImageError(f"cannot read {path}: {e}") from None
+    if len(data) != len(card.bands):
+        raise ImageError(f"{path} has {len(data)} bands; {card.model_id} takes {len(card.bands)} "
+                         f"({', '.join(card.bands)}) in that order")
+    if np.nanmax(data) > 2:
+        data = data / 10000.0
+    m = card.pixel.size_multiple
+    h, w = data.shape[1] // m * m, data.shape[2] // m * m
+    if h == 0 or w == 0:
+        raise ImageError(f"{path} is smaller than {m} x {m} px")
+    return data[None, :, :h, :w]
+
+
+def _predict_pixels(predictor, image: Path, *, as_json: bool, top: int) -> None:
+    """per-pixel models: the share of the image's pixels each class takes (argmax per pixel)."""
+    card = predictor.card
+    probs = predictor.predict_pixels(read_pixel_image(image, card))[0]
+    counts = np.bincount(probs.argmax(0).ravel(), minlength=len(card.classes))
+    shares = counts / counts.sum()
+    if as_json:
+        typer.echo(json.dumps({"pixels": int(counts.sum()), "share": dict(zip(card.classes, shares.tolist())),
+                               "mean_probability": dict(zip(card.classes, probs.mean(axis=(1, 2)).tolist()))}, indent=2))
+        return
+    table = Table(title=f"{image.name}: {counts.sum():,} pixels, most frequent classes", caption=card.demo_label)
+    for column in ("code", "class", "share of pixels", "mean probability"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    codes = card.class_codes
+    for i in np.argsort(-counts, kind="stable")[:top]:
+        table.add_row(str(codes[i]), card.classes[i], f"{shares[i]:.1%}", f"{probs[i].mean():.3f}")
+    Console().print(table)
+
+
 @model_app.command("predict")
 def predict(
     path: Path = typer.Argument(..., help="Weights (.safetensors/.pth), card JSON beside them if any."),
-    image: Path = typer.Argument(..., help="GeoTIFF (uint8 RGB or reflectance) or PNG; bigger than 32 px is resized."),
-    as_json: bool = typer.Option(False, "--json", help="Print all class probabilities as JSON, in class order."),
-    save_sr: Optional[Path] = typer.Option(None, "--save-sr", help="Write the super-resolved image as PNG."),
+    image: Path = typer.Argument(..., help="GeoTIFF of the model's bands (e.g. the map's composite.tif or a window of "
+                                 "it; bands found by description or --bands), or an RGB picture (PNG) for RGB models."),
+    as_json: bool = typer.Option(False, "--json", help="Print every class probability as JSON, in class order "
+                                 "(a whole raster: one entry per window)."),
+    raster: Optional[Path] = typer.Option(None, "--raster", help="Write a small GeoTIFF, one pixel per window: "
+                                          "top class code and its probability."),
+    bands: Optional[str] = typer.Option(None, "--bands", help="File band numbers of the model's bands, in the card's "
+                                        "order (e.g. 3,2,1), when the image's bands are not named."),
+    save_sr: Optional[Path] = typer.Option(None, "--save-sr", help="Write the super-resolved image as PNG (one window)."),
     top: int = typer.Option(5, min=1, help="How many classes to list without --json."),
     profile: Optional[str] = typer.Option(None, help="Profile, if the weights have no card."),
     variant: Optional[str] = typer.Option(None, help="SR variant: esrgan | seed-classifier."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
 ) -> None:
-    """Classify one image patch: top classes (or --json with every class), optionally save the SR image."""
+    """Classify an image with any model: one window of the model's footprint (1.2 km), or a whole
+    raster tiled into windows (a table, --json, or a --raster of top classes)."""
+    from cli.train import parse_bands
     from models.checkpoint import load_model
+    from models.imagery import classify, cut_windows, read_imagery
     from models.predictor import Predictor
 
     try:
         model, card = load_model(path, profile=profile, variant=variant)
-        if card.family != "sr-classifier":
-            raise ImageError(f"{card.model_id} takes {len(card.bands)} bands, not an RGB patch: map an area with "
-                             f"`landcover map --model {path}` instead")
-        predictor = Predictor(model, card, device=device, batch_size=1)
-        patch = read_patch(image, card.patch_size)
-        if save_sr is not None and model.sr_model is None:
-            raise ImageError(f"profile {card.profile!r} has no SR generator: drop --save-sr")
-        result = predictor.predict(patch)
-        if save_sr is not None:
-            write_png(predictor.super_resolve(patch)[0], save_sr)
+        if card.family == "per-pixel":  # a class per pixel: the shares of the image's pixels
+            _predict_pixels(Predictor(model, card, device=device, batch_size=1), image, as_json=as_json, top=top)
+            return
+        predictor = Predictor(model, card, device=device, batch_size=None if raster or as_json else 1)
+        if image.is_file() and _is_picture(image):
+            if card.family != "sr-classifier":
+                raise ImageError(f"{card.model_id} takes {len(card.bands)} bands of reflectance ({', '.join(card.bands)}), "
+                                 f"not an RGB picture: give a GeoTIFF of those bands, e.g. the map's composite.tif")
+            patch = read_patch(image, card.patch_size)
+            if save_sr is not None and model.sr_model is None:
+                raise ImageError(f"profile {card.profile!r} has no SR generator: drop --save-sr")
+            probs = predictor.predict(patch).probs
+            if save_sr is not None:
+                write_png(predictor.super_resolve(patch)[0], save_sr)
+            windows = None
+        else:
+            if not image.is_file():
+                raise ImageError(f"image not found: {image}")
+            imagery = read_imagery(image, card, bands=parse_bands(bands))
+            windows = cut_windows(imagery, card)
+            if len(windows) == 0:
+                raise ImageError(f"no window of {image} has 90% clear pixels: nothing to classify")
+            if save_sr is not None:
+                raise ImageError("--save-sr takes an RGB picture (PNG) of one patch; drop it for GeoTIFFs")
+            probs = classify(predictor, windows.data).probs
+            if raster is not None:
+                write_window_raster(raster, windows, probs, card, imagery.shape, imagery.transform, imagery.crs)
     except LandcoverError as e:
         raise _fail(e) from None
-    probs = result.probs[0]
+    if windows is None or len(windows) == 1:
+        if as_json:
+            typer.echo(json.dumps({name: float(p) for name, p in zip(card.classes, probs[0])}, indent=2))
+            return
+        out = Console()
+        out.print(_probability_table(image.name, card, probs[0], top))
+        if save_sr is not None:
+            out.print(f"super-resolved image written to {save_sr}")
+        return
     if as_json:
-        typer.echo(json.dumps({name: float(p) for name, p in zip(card.classes, probs)}, indent=2))
+        typer.echo(json.dumps({
+            "model": card.model_id, "task": card.task, "window_m": card.ground_footprint_m, "crs": windows.crs,
+            "windows": [{"id": wid, "bounds": list(b), "top": card.classes[int(p.argmax())],
+                         "probabilities": {name: round(float(v), 6) for name, v in zip(card.classes, p)}}
+                        for wid, b, p in zip(windows.ids, windows.bounds, probs)],
+        }, indent=1))
         return
     out = Console()
-    kind = "independent probabilities (multi-label)" if card.task == "multi-label" else "softmax probabilities"
-    table = Table(title=f"{image.name}: top {min(top, len(probs))} classes ({kind})", caption=card.demo_label)
-    table.add_column("rank", justify="right")
-    table.add_column("code", justify="right")
-    table.add_column("class")
-    table.add_column("probability", justify="right")
-    idx, p = result.top(top)
-    for rank, (i, pi) in enumerate(zip(idx[0], p[0]), start=1):
-        table.add_row(str(rank), str(int(i) + 1), card.classes[i], f"{pi:.3f}")
+    table = Table(title=f"{image.name}: {len(windows)} windows of {card.ground_footprint_m:g} m", caption=card.demo_label)
+    for column in ("window", "top class", "code", "probability"):
+        table.add_column(column)
+    for wid, p in zip(windows.ids, probs):
+        k = int(p.argmax())
+        table.add_row(wid, card.classes[k], str(card.class_codes[k]), f"{p[k]:.3f}")
     out.print(table)
-    if save_sr is not None:
-        out.print(f"super-resolved image written to {save_sr}")
+    if raster is not None:
+        out.print(f"one pixel per window written to {raster}")

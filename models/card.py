@@ -19,15 +19,19 @@ from pydantic import (
 
 from models import __version__
 from models.bands import common_name
-from models.classes import CLASS_NAMES, NUM_CLASSES
+from models.classes import CLASS_NAMES
 from models.errors import LandcoverError
 from models.files import sha256_file  # noqa: F401 - re-exported: pipeline/ and workflows/ import it from here
+from models.legend import Legend, bigearthnet_legend
 from models.profiles import Variant, get_profile
 
 Task = Literal["single-label", "multi-label"]
 # `sr-classifier`: the seed's family (models.classifier, RGB, profiles); `timm`: any timm
-# architecture in the layout of the published BigEarthNet v2 (reBEN) checkpoints (models.reben).
-Family = Literal["sr-classifier", "timm"]
+# architecture in the layout of the published BigEarthNet v2 (reBEN) checkpoints (models.reben);
+# `per-pixel`: a segmentation network whose output is a class-probability map of its input's size
+# (Dynamic World's published network, models.dynamicworld), run over blocks with a halo.
+Family = Literal["sr-classifier", "timm", "per-pixel"]
+ProcessingLevel = Literal["L1C", "L2A"]
 
 
 class CardError(LandcoverError):
@@ -98,7 +102,54 @@ class StandardNormalisation(BaseModel):
         return 1000.0 if self.boa_offset == "added" else 0.0
 
 
-Normalisation = Annotated[SeedNormalisation | StandardNormalisation, Field(discriminator="kind")]
+class DynamicWorldNormalisation(BaseModel):
+    """Dynamic World's log/percentile normalisation of TOA DN (``models.dynamicworld.normalise_dn``):
+    ``x = log(DN * 0.005 + 1); x = (x - p0) / p1; x = exp(5 x - 1); x / (x + 1)`` per band.
+
+    DN = reflectance x ``dn_scale``; the pipeline hands harmonised reflectance (no +1000 offset).
+    Pixels with no clear observation are never classified (the map marks them nodata).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["dynamicworld-log"] = "dynamicworld-log"
+    percentiles: list[tuple[float, float]]
+    dn_scale: float = Field(10000.0, gt=0)
+    description: str = "x = log(DN * 0.005 + 1); x = (x - p0) / p1; x = exp(5 x - 1); x / (x + 1), per band"
+
+
+Normalisation = Annotated[SeedNormalisation | StandardNormalisation | DynamicWorldNormalisation,
+                          Field(discriminator="kind")]
+
+
+class PixelNetwork(BaseModel):
+    """per-pixel family: which network to build and the sizes its input must keep.
+
+    ``size_multiple``: block, halo and block offsets must be multiples of it (a network that
+    downsamples by 2 gives other values at odd sizes and offsets). ``halo_px``: pixels of context
+    on every side of a block, enough that block edges leave no seam (within float tolerance).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    network: Literal["dynamicworld"]
+    resolution_m: float = Field(10.0, gt=0, description="the ground pixel the network was trained at")
+    size_multiple: int = Field(1, ge=1)
+    halo_px: int = Field(32, ge=0)
+    outputs: Literal["logits"] = "logits"
+
+    @model_validator(mode="after")
+    def _halo(self) -> PixelNetwork:
+        if self.halo_px % self.size_multiple:
+            raise ValueError(f"halo {self.halo_px} px is not a multiple of {self.size_multiple}")
+        return self
+
+
+class Citation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    doi: str | None = None
 
 
 class TimmArchitecture(BaseModel):
@@ -143,6 +194,32 @@ class TrainingData(BaseModel):
     synthetic: bool = False
 
 
+class LabelsUsed(BaseModel):
+    """The user's labels a fine-tuned model learned from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    layer: str
+    count: int = Field(ge=0, description="labelled rows used: trained on and held out")
+    held_out: int = Field(0, ge=0)
+    sha256: str = Field(description="sha256 of the labelled rows as used (id, classes, window centre), in order")
+
+
+class Lineage(BaseModel):
+    """Where a fine-tuned model came from (``landcover finetune``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="the name the user gave the fine-tuned model")
+    parent_id: str
+    parent_sha256: str
+    parent_weights: str = Field(description="file name of the parent's weights")
+    root: str = Field(description="stem of the first weights of the lineage, whose training data the replay rebuilds")
+    labels: LabelsUsed
+    replay: str = Field(description="the data replayed beside the labels")
+
+
 class ModelCard(BaseModel):
     """Everything a run needs to feed a checkpoint correctly and to report what it used.
 
@@ -158,7 +235,11 @@ class ModelCard(BaseModel):
     architecture: TimmArchitecture | None = Field(None, description="timm family: the network to build")
     task: Task = "single-label"
     threshold: float = Field(0.5, gt=0, lt=1, description="multi-label: a class is present at or above this score")
-    classes: list[str] = Field(default_factory=lambda: list(CLASS_NAMES))
+    classes: list[str] = Field(default_factory=lambda: list(CLASS_NAMES),
+                               description="the network's outputs in order, by legend name")
+    legend: Legend = Field(default_factory=bigearthnet_legend, description="the map's classes: codes, names, colours")
+    pixel: PixelNetwork | None = Field(None, description="per-pixel family: the network and its size rules")
+    processing_level: ProcessingLevel = Field("L2A", description="the Sentinel-2 product level the model was trained on")
     bands: list[str] = Field(default_factory=lambda: ["red", "green", "blue"])
     resampling: Literal["bilinear", "nearest"] = Field(
         "bilinear", description="how every band is resampled onto the 10 m grid (20 m bands, other UTM zones)"
@@ -172,9 +253,12 @@ class ModelCard(BaseModel):
     published_metrics: list[PublishedMetric] = Field(default_factory=list)
     source: ModelSource | None = None
     licence: str | None = None
+    notice: str | None = Field(None, description="attribution the licence requires to travel with the weights")
+    citation: Citation | None = None
     sha256: str | None = None
     software_version: str = __version__
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    lineage: Lineage | None = Field(None, description="fine-tuned models: parent, labels used, replay")
 
     @field_validator("bands")
     @classmethod
@@ -184,18 +268,29 @@ class ModelCard(BaseModel):
             raise ValueError(f"bands repeat: {bands}")
         return names
 
-    @field_validator("classes")
+    @model_validator(mode="before")
     @classmethod
-    def _class_names(cls, classes: list[str]) -> list[str]:
-        unknown = [c for c in classes if c not in CLASS_NAMES]
-        if unknown:
-            raise ValueError(f"classes {unknown[:3]} are not BigEarthNet 19-class names")
-        if len(set(classes)) != len(classes):
-            raise ValueError("classes repeat")
-        return classes
+    def _classes_from_legend(cls, data: object) -> object:
+        # A card with its own legend and no class list: the network's outputs are the legend's classes.
+        if isinstance(data, dict) and data.get("legend") is not None and "classes" not in data:
+            legend = data["legend"]
+            legend = legend if isinstance(legend, Legend) else Legend.model_validate(legend)
+            data = {**data, "classes": list(legend.names)}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
+        unknown = [c for c in self.classes if c not in self.legend.names]
+        if unknown:
+            raise ValueError(f"classes {unknown[:3]} are not in the legend ({self.legend.title})")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes repeat")
+        if self.family == "per-pixel":
+            if self.pixel is None:
+                raise ValueError("a per-pixel card must give its network (pixel.network)")
+            if self.normalisation.kind != "dynamicworld-log" or len(self.normalisation.percentiles) != len(self.bands):
+                raise ValueError("a per-pixel card needs a dynamicworld-log normalisation with one pair per band")
+            return self
         if self.family == "sr-classifier":
             profile = get_profile(self.profile)
             if profile.super_resolution and self.variant is None:
@@ -216,22 +311,40 @@ class ModelCard(BaseModel):
 
     @property
     def class_codes(self) -> list[int]:
-        """Map code (1..19) of each network output, in output order."""
-        return [CLASS_NAMES.index(name) + 1 for name in self.classes]
+        """Map code of each network output (the legend's), in output order."""
+        return [self.legend.classes[self.legend.index(name)].code for name in self.classes]
+
+    @property
+    def map_planes(self) -> list[int]:
+        """Legend plane of each network output, in output order."""
+        return [self.legend.index(name) for name in self.classes]
 
     def to_map_order(self, probs: np.ndarray) -> np.ndarray:
-        """(N, len(classes)) probabilities in output order -> (N, 19) in map-code order (0 for
-        classes the model does not know)."""
-        out = np.zeros((len(probs), NUM_CLASSES), dtype=np.float32)
-        out[:, np.array(self.class_codes) - 1] = probs
+        """(N, len(classes)) probabilities in output order -> (N, len(legend)) in legend order (0 for
+        legend classes the model does not output)."""
+        out = np.zeros((len(probs), len(self.legend)), dtype=np.float32)
+        out[:, self.map_planes] = probs
         return out
 
     @property
+    def per_pixel(self) -> bool:
+        return self.family == "per-pixel"
+
+    def require_windows(self, what: str) -> None:
+        """Refuse ``what`` (active learning, fine-tuning) for a per-pixel model: those work on the
+        windows and embeddings of classifiers."""
+        if self.per_pixel:
+            raise CardError(f"{what} works on window classifiers; {self.model_id} is a per-pixel model, for which "
+                            f"{what} is not available yet: map with it (`landcover map --model ...`)")
+
+    @property
     def model_id(self) -> str:
-        """A short id for logs and provenance: the published repo, else profile[/variant]."""
+        """A short id for logs and provenance: a fine-tuned model's name, the published repo, else profile[/variant]."""
+        if self.lineage is not None:
+            return self.lineage.name
         if self.source is not None:
             return self.source.repo_id
-        if self.family == "timm":
+        if self.family in ("timm", "per-pixel"):
             return self.profile
         return self.profile + (f"/{self.variant}" if self.variant else "")
 

@@ -133,6 +133,8 @@ def load_model(
     digest = (lambda: sha256) if sha256 else (lambda: sha256_file(path))
     if card is not None and card.family == "timm":
         return _load_timm(Path(path), card, device, digest)
+    if card is not None and card.family == "per-pixel":
+        return _load_per_pixel(Path(path), card, device, digest)
     state = strip_module_prefix(load_state_dict(path))
     # Without a card, what save_model recorded inside a safetensors file still names profile and variant.
     meta = safetensors_metadata(path) if card is None else {}
@@ -171,6 +173,15 @@ def _load_timm(path: Path, card: ModelCard, device: str | torch.device, digest: 
     if card.sha256 and card.sha256 != digest():
         raise CheckpointError(f"{path} does not match the sha256 in its model card {card_path(path)}; the weights changed")
     return check_loads(card, path).to(device).eval(), card
+
+
+def _load_per_pixel(path: Path, card: ModelCard, device: str | torch.device, digest: Callable[[], str]):
+    """A per-pixel network as its card names it (today: Dynamic World's); the card is required."""
+    from models.dynamicworld import load_network
+
+    if card.sha256 and card.sha256 != digest():
+        raise CheckpointError(f"{path} does not match the sha256 in its model card {card_path(path)}; the weights changed")
+    return load_network(path, device=device), card
 
 
 def _num_classes(state: Mapping[str, Tensor]) -> int:

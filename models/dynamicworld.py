@@ -29,20 +29,28 @@ the exact scale ``floor(H / 2) / H``, as TensorFlow does.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.card import (
+    Citation,
+    DynamicWorldNormalisation,
+    ModelCard,
+    ModelSource,
+    PixelNetwork,
+    TrainingData,
+    card_path,
+    model_cache,
+)
 from models.errors import LandcoverError
+from models.files import atomic_write, atomic_write_text, sha256_file
+from models.legend import Legend
 from models.tfbundle import BundleError, read_savedmodel_variables
 
 NAME = "dynamicworld"
@@ -52,7 +60,6 @@ PAPER_DOI = "10.1038/s41597-022-01307-4"
 LICENCE = "Apache-2.0"
 PROCESSING_LEVEL = "L1C"  # top-of-atmosphere: GEE COPERNICUS/S2, DN = 10000 x reflectance
 WEIGHTS_FILE = "model.safetensors"
-METADATA_FILE = "dynamicworld.json"
 
 # Input bands in the network's order (the upstream notebook), as Sentinel-2 band ids and as the
 # project's common names (models.bands.BAND_IDS). There is no B1, B8A, B9 or B10.
@@ -317,15 +324,16 @@ def build_network() -> DynamicWorldNet:
 
 # --- input ---------------------------------------------------------------------------------------
 
-def normalise_dn(dn: np.ndarray) -> np.ndarray:
+def normalise_dn(dn: np.ndarray, percentiles: Sequence[Sequence[float]] = NORM_PERCENTILES) -> np.ndarray:
     """L1C DN (10000 x TOA reflectance) in :data:`BANDS` order, (9, H, W) or (N, 9, H, W) -> network
     input, float32: ``x = log(DN * 0.005 + 1); x = (x - P0) / P1; x = exp(5x - 1); x / (x + 1)``
-    (the upstream notebook), computed in float64. DN below -200 has no logarithm and gives NaN."""
+    (the upstream notebook), computed in float64. DN below -200 has no logarithm and gives NaN.
+    ``percentiles``: the (P0, P1) pair of each band (a model card's; default the notebook's)."""
     dn = np.asarray(dn)
-    if dn.ndim not in (3, 4) or dn.shape[-3] != IN_CHANNELS:
+    if dn.ndim not in (3, 4) or dn.shape[-3] != len(percentiles):
         raise DynamicWorldError(f"Dynamic World input must be (9, H, W) or (N, 9, H, W) DN in band order "
                                 f"{', '.join(BAND_IDS)}; got shape {dn.shape}")
-    p = np.asarray(NORM_PERCENTILES, dtype=np.float64)
+    p = np.asarray(percentiles, dtype=np.float64)
     shift, divisor = p[:, 0].reshape(-1, 1, 1), p[:, 1].reshape(-1, 1, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         x = (np.log(dn.astype(np.float64) * 0.005 + 1) - shift) / divisor
@@ -374,67 +382,47 @@ def git_commit(repository: Path) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+REPO_ID = "google/dynamicworld"  # where `landcover model import` installs it in the model cache
+# Context per block side, a multiple of 2: blocks 32 px apart then agree within 1e-4 in probability
+# (tests/pipeline/test_pixel_map.py measures the seam).
+HALO_PX = 32
 
 
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Write to a temporary name in the target folder, then rename: a killed import leaves no half file.
-    (Private for now; models.checkpoint has the same helper.)"""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def legend() -> Legend:
+    """Dynamic World's 9 classes with its palette, coded 1..9 (its label band's 0..8 plus 1: 0 is no data here)."""
+    return Legend.from_names(CLASSES, [PALETTE[c] for c in CLASSES], title="Dynamic World V1 classes")
 
 
-def metadata(forward: Path, notice: str, commit: str | None, weights_sha256: str) -> dict[str, Any]:
-    """What the weights are and where they came from (the lead turns this into the model card)."""
-    return {
-        "name": NAME,
-        "family": "per-pixel",
-        "architecture": "dynamicworld-forward",
-        "outputs": "logits",  # softmax over the class axis gives the published probabilities
-        "bands": list(BANDS),
-        "band_ids": list(BAND_IDS),
-        "processing_level": PROCESSING_LEVEL,
-        "resolution_m": 10,
-        "internal_downsample": 2,  # halves the grid once inside: odd sizes and block edges change the output
-        "input_resampling": "bilinear",  # the notebook reprojects every band bilinearly onto B2's 10 m grid
-        "normalisation": {
-            "kind": "dynamicworld-log",
-            "formula": "x = log(DN * 0.005 + 1); x = (x - p0) / p1; x = exp(5 x - 1); x = x / (x + 1)",
-            "percentiles": [list(p) for p in NORM_PERCENTILES],
-        },
-        "classes": [{"code": i, "name": name, "colour": PALETTE[name]} for i, name in enumerate(CLASSES)],
-        "licence": LICENCE,
-        "notice": notice,
-        "paper": PAPER,
-        "doi": PAPER_DOI,
-        "source": {
-            "repository": SOURCE_REPOSITORY,
-            "commit": commit,
-            "path": "model/forward",
-            "files_sha256": {
-                str(p.relative_to(forward)): _sha256(p)
-                for p in (forward / "saved_model.pb", *sorted((forward / "variables").glob("variables.*")))
-            },
-        },
-        "weights_file": WEIGHTS_FILE,
-        "sha256": weights_sha256,
-        "parameters": sum(int(np.prod(s)) for s in expected_variables().values()),
-    }
+def model_card(notice: str, commit: str | None, weights_sha256: str, files_sha256: dict[str, str]) -> ModelCard:
+    """The card of the imported weights: the per-pixel family, bands, normalisation, legend and provenance."""
+    return ModelCard(
+        family="per-pixel",
+        profile=NAME,
+        task="single-label",
+        legend=legend(),
+        pixel=PixelNetwork(network="dynamicworld", resolution_m=10.0, size_multiple=2, halo_px=HALO_PX),
+        processing_level=PROCESSING_LEVEL,
+        bands=list(BANDS),
+        # The notebook reprojects every band bilinearly onto B2's 10 m grid.
+        resampling="bilinear",
+        normalisation=DynamicWorldNormalisation(percentiles=[tuple(p) for p in NORM_PERCENTILES]),
+        patch_size=1, window_px=1, ground_footprint_m=10.0,
+        training_data=TrainingData(description="Dynamic World training set: annotated Sentinel-2 L1C tiles "
+                                               "(Brown et al. 2022)"),
+        source=ModelSource(repo_id=REPO_ID, revision=commit or "unknown", commit=commit, url=SOURCE_REPOSITORY,
+                           licence=LICENCE),
+        licence=LICENCE,
+        notice=notice,
+        citation=Citation(text=PAPER, doi=PAPER_DOI),
+        metrics={"parameters": sum(int(np.prod(s)) for s in expected_variables().values()),
+                 **{f"source_sha256:{k}": v for k, v in files_sha256.items()}},
+        sha256=weights_sha256,
+    )
 
 
 def import_dynamicworld(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, revision: str | None = None) -> Path:
-    """Convert the SavedModel to ``out_dir/model.safetensors`` (+ ``dynamicworld.json``); returns the weights' path.
+    """Convert the SavedModel to ``out_dir/model.safetensors`` with its model card ``model.json``
+    beside it; returns the weights' path.
 
     ``folder``: the clone of google/dynamicworld or its ``model/forward``. The commit comes from the
     clone's ``.git`` when it has one, else from ``revision`` (None when neither says). The NOTICE
@@ -452,11 +440,30 @@ def import_dynamicworld(folder: str | os.PathLike[str], out_dir: str | os.PathLi
     from safetensors.torch import save_file
 
     weights = out_dir / WEIGHTS_FILE
-    _atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "model": NAME}))
+    atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "model": NAME}))
     commit = git_commit(forward.parents[1]) or revision
-    meta = metadata(forward, notice_file.read_text(encoding="utf-8").strip(), commit, _sha256(weights))
-    _atomic_write(out_dir / METADATA_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
+    files = {str(p.relative_to(forward)): sha256_file(p)
+             for p in (forward / "saved_model.pb", *sorted((forward / "variables").glob("variables.*")))}
+    card = model_card(notice_file.read_text(encoding="utf-8").strip(), commit, sha256_file(weights), files)
+    atomic_write_text(card_path(weights), card.model_dump_json(indent=1) + "\n")
     return weights
+
+
+def is_savedmodel_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` is Dynamic World's SavedModel (model/forward, or a folder above it)."""
+    try:
+        forward_folder(folder)
+    except DynamicWorldError:
+        return False
+    return True
+
+
+def install(folder: str | os.PathLike[str], *, revision: str | None = None, cache: Path | None = None) -> Path:
+    """Import into the model cache as ``<cache>/google/dynamicworld/main/model.safetensors`` with its
+    card, so ``landcover map --model google/dynamicworld`` finds it; returns the weights' path."""
+    dest = model_cache(cache) / REPO_ID / "main"
+    dest.mkdir(parents=True, exist_ok=True)
+    return import_dynamicworld(folder, dest, revision=revision)
 
 
 def load_network(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> DynamicWorldNet:

@@ -24,6 +24,7 @@ from models.card import ModelCard
 from models.classifier import SRClassifier
 
 if TYPE_CHECKING:
+    from models.dynamicworld import DynamicWorldNet
     from models.reben import TimmClassifier
 from models.preprocess import (
     PatchError,
@@ -67,7 +68,7 @@ def _is_oom(e: BaseException) -> bool:
 class Predictor:
     """Runs a loaded model as its card says (family, task, patch size, normalisation)."""
 
-    def __init__(self, model: SRClassifier | TimmClassifier, card: ModelCard, device: str | torch.device | None = None,
+    def __init__(self, model: SRClassifier | TimmClassifier | DynamicWorldNet, card: ModelCard, device: str | torch.device | None = None,
                  batch_size: int | None = None, precision: Precision | None = None) -> None:
         self.device = pick_device(device)
         self.card = card
@@ -198,6 +199,38 @@ class Predictor:
                                                offset_dn=norm.offset_dn, size=size)
 
             (probs,) = self._batched(len(windows), inputs, step)
+        return probs.astype(np.float32)
+
+    def predict_pixels(self, images: np.ndarray) -> np.ndarray:
+        """per-pixel family: reflectance images (N, bands, H, W) of the card's bands -> class
+        probabilities (N, C, H, W) in the card's class order (softmax over classes), float32.
+
+        The card's normalisation makes the network input; pixels with no observation (NaN) enter
+        as 0 after it. The card's ``pixel.size_multiple`` must divide H and W: a network that
+        downsamples inside returns other values at other sizes.
+        """
+        if self.card.family != "per-pixel":
+            raise PatchError(f"{self.card.model_id} is a {self.card.family} model: use predict_reflectance")
+        images = np.asarray(images, dtype=np.float32)
+        multiple = self.card.pixel.size_multiple
+        if images.ndim != 4 or images.shape[1] != len(self.card.bands) or images.shape[2] % multiple \
+                or images.shape[3] % multiple:
+            raise PatchError(f"images must be (N, {len(self.card.bands)}, H, W) with H and W multiples of {multiple}, "
+                             f"got {tuple(images.shape)}")
+        if len(images) == 0:
+            return np.zeros((0, len(self.card.classes), *images.shape[2:]), np.float32)
+        from models.dynamicworld import normalise_dn
+
+        norm = self.card.normalisation
+
+        def inputs(a: int, b: int) -> Tensor:
+            x = normalise_dn(images[a:b] * np.float32(norm.dn_scale), norm.percentiles)
+            return torch.from_numpy(np.nan_to_num(x, nan=0.0))
+
+        def step(x: Tensor) -> tuple[Tensor]:
+            return (torch.softmax(self.model(x).float(), dim=1),)
+
+        (probs,) = self._batched(len(images), inputs, step)
         return probs.astype(np.float32)
 
     def dense_grid(self, window_px: int | None = None) -> int:

@@ -23,6 +23,7 @@ from pipeline.patches import PatchGrid
 
 if TYPE_CHECKING:
     from pipeline.detail import DetailPlan
+    from pipeline.halo import PixelPlan
 
 # Blocks per side read and composited by one task: a 2 x 2 group decodes the COG tiles its
 # inner edges cut once instead of twice (measured on the full demo tile: 18-30% less read time
@@ -145,7 +146,7 @@ def items_touching(block: BlockSpec, grid: PatchGrid, items: Iterable | ItemInde
 
 
 def block_key(block: BlockSpec, grid: PatchGrid, item_ids: list[str], model_sha256: str, min_clear: float,
-              detail: DetailPlan | None = None) -> str:
+              detail: DetailPlan | PixelPlan | None = None) -> str:
     """Content key of a block result: same ground, same scenes, same model and rules -> same key.
 
     A run with one new scene changes the keys of only the blocks that scene touches.
@@ -160,7 +161,7 @@ def block_key(block: BlockSpec, grid: PatchGrid, item_ids: list[str], model_sha2
         "items": item_ids,
         "model": model_sha256,
         "min_clear": min_clear,
-        **({"detail": [detail.stride_px, detail.cell_px, detail.dense, detail.weight]} if detail else {}),
+        **({"detail": detail.key()} if detail else {}),
         # Classified from coarser planes: other pixels reach the model (absent for grid pixels,
         # so results stored before the option existed keep their keys).
         **({"read_factor": detail.read_factor} if detail and detail.read_factor != 1 else {}),

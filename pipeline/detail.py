@@ -143,6 +143,10 @@ class DetailPlan:
         """Padded pixel side of a block ``cells`` cells wide."""
         return cells * self.cell_px + 2 * self.margin_px
 
+    def key(self) -> list:
+        """What decides a block's result besides its pixels (for content keys)."""
+        return [self.stride_px, self.cell_px, self.dense, self.weight]
+
 
 def window_weight(t: np.ndarray, window_px: int, kind: WeightKind) -> np.ndarray:
     """Weight of a point ``t`` pixels from a window's leading edge; zero outside (0, window_px)."""

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.classes import NUM_CLASSES
-
 if TYPE_CHECKING:
     from pipeline.blocks import BlockSpec
     from pipeline.detail import DetailPlan
+    from pipeline.halo import PixelPlan
 
-# Output planes of a block: the class probabilities, then the clear fraction of each cell.
-N_PLANES = NUM_CLASSES + 1
+
+def n_planes(card) -> int:
+    """Output planes of a block: the probabilities of the card's legend classes, then the clear
+    fraction of each cell."""
+    return len(card.legend) + 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,10 +89,10 @@ def worker_plan(model: ModelRef, plan: DetailPlan) -> DetailPlan:
     return plan.on_planes(g)
 
 
-def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: ModelRef, detail: DetailPlan,
-                    min_clear: float) -> list[np.ndarray]:
-    """Composite planes of blocks -> one (20, cy, cx) float32 per block: class probabilities in map
-    order (NaN where not mapped), then each cell's clear fraction.
+def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: ModelRef,
+                    detail: DetailPlan | PixelPlan, min_clear: float) -> list[np.ndarray]:
+    """Composite planes of blocks -> one (legend classes + 1, cy, cx) float32 per block: class
+    probabilities in legend order (NaN where not mapped), then each cell's clear fraction.
 
     ``planes[k]`` is block k's (bands + 1, H, W) composite (the card's bands' reflectance, then
     the clear-observation count) padded by the plan's margin, on pixels ``detail.read_factor``
@@ -99,8 +101,17 @@ def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: Mo
     than the (much larger) stack of overlapping windows.
     """
     from pipeline.detail import classify_pixels
+    from pipeline.halo import PixelPlan, classify_pixel_block
 
     predictor = _predictor(model)
+    if isinstance(detail, PixelPlan):  # a per-pixel network: each block's pixels with their halo
+        def predict_image(image: np.ndarray) -> np.ndarray:
+            return predictor.predict_pixels(image[None])[0]
+
+        return [to_legend_planes(predictor.card, classify_pixel_block(
+                    block_planes[:-1], block_planes[-1] > 0, block.inside, detail, predict_image,
+                    n_classes=len(predictor.card.classes), min_clear=min_clear))
+                for block_planes, block in zip(planes, blocks, strict=True)]
     plan = worker_plan(model, detail)
     if plan.dense_grid > 1:
         predict = functools.partial(predictor.predict_reflectance_dense, window_px=plan.window_px)
@@ -115,12 +126,18 @@ def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: Mo
             block_planes[:-1], block_planes[-1] > 0, block.inside, plan, predict,
             n_classes=len(predictor.card.classes), min_clear=min_clear, origin_px=origin,
         )
-        cy, cx = block.inside.shape
-        values = np.empty((N_PLANES, cy, cx), dtype=np.float32)
-        # The card's class order -> map codes (reBEN's alphabetical order, the seed's own).
-        values[:NUM_CLASSES] = predictor.card.to_map_order(cells[:-1].reshape(-1, cy * cx).T).T.reshape(NUM_CLASSES, cy, cx)
-        values[-1] = cells[-1]
-        out.append(values)
+        out.append(to_legend_planes(predictor.card, cells))
     return out
+
+
+def to_legend_planes(card, cells: np.ndarray) -> np.ndarray:
+    """(outputs + 1, cy, cx) in the card's output order, clear share last -> (legend + 1, cy, cx)
+    in legend order (reBEN's alphabetical order, the seed's own, a per-pixel model's)."""
+    _, cy, cx = cells.shape
+    n = len(card.legend)
+    values = np.empty((n + 1, cy, cx), dtype=np.float32)
+    values[:n] = card.to_map_order(cells[:-1].reshape(-1, cy * cx).T).T.reshape(n, cy, cx)
+    values[-1] = cells[-1]
+    return values
 
 

@@ -7,11 +7,12 @@ already put every tile/zone onto the one output grid, so there is nothing spatia
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.classes import NODATA_CODE, NUM_CLASSES
+from models.classes import NODATA_CODE
 
 TOP_K = 3
 
@@ -25,16 +26,17 @@ _PROB_RANGE_TOLERANCE = 1e-4
 class ClassMap:
     """A land-cover map on the output cell grid (row-major, north up).
 
-    classes: uint8 (ny, nx) codes 1..19, 0 = nodata.
+    classes: uint8 (ny, nx) the legend's codes (1..19 for BigEarthNet), 0 = nodata.
     confidence: float32 (ny, nx) probability of the mapped class; NaN at nodata.
     top_codes: uint8 (3, ny, nx) the three most probable codes, best first; 0 at nodata.
     top_probs: float32 (3, ny, nx) their probabilities; NaN at nodata.
     clear_fraction: float32 (ny, nx) share of clear observations the cell was made from.
     valid: bool (ny, nx) cells that carry a class.
     multi_label: whether probabilities are independent sigmoid scores rather than a softmax.
-    probs: float32 (19, ny, nx) every class's probability in code order (plane k = code k + 1);
-    NaN at nodata. None for maps made without them.
+    probs: float32 (C, ny, nx) every class's probability in legend order (plane k = code
+    ``codes[k]``); NaN at nodata. None for maps made without them.
     threshold: multi-label: a class is present in a cell when its score is at least this.
+    codes: the map code of each plane, in legend order; None = 1..C.
     """
 
     classes: np.ndarray
@@ -46,6 +48,7 @@ class ClassMap:
     multi_label: bool = False
     probs: np.ndarray | None = None
     threshold: float = 0.5
+    codes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         shape = self.classes.shape
@@ -59,17 +62,27 @@ class ClassMap:
             if value is not None and value.shape[1:] != shape:
                 raise ValueError(f"ClassMap.{name} has shape {value.shape}, expected (k, *{shape})")
 
+    @property
+    def plane_codes(self) -> np.ndarray:
+        """int (C,): the map code of each probability plane."""
+        if self.codes is not None:
+            return np.asarray(self.codes, dtype=np.int64)
+        return np.arange(1, len(self.probs) + 1) if self.probs is not None else np.arange(1, self.classes.max(initial=0) + 1)
+
     def labels(self) -> np.ndarray:
-        """bool (19, ny, nx): the classes present in each valid cell. Multi-label: every class
-        scoring at least ``threshold`` (the mapped class always, so no valid cell is empty);
-        single-label: the mapped class alone."""
+        """bool (C, ny, nx) in legend order: the classes present in each valid cell. Multi-label:
+        every class scoring at least ``threshold`` (the mapped class always, so no valid cell is
+        empty); single-label: the mapped class alone."""
         ny, nx = self.shape
-        present = np.zeros((NUM_CLASSES, ny, nx), dtype=bool)
+        codes = self.plane_codes
+        plane = np.full(256, -1, dtype=np.int64)
+        plane[codes] = np.arange(len(codes))
+        present = np.zeros((len(codes), ny, nx), dtype=bool)
         if self.multi_label and self.probs is not None:
             with np.errstate(invalid="ignore"):
                 present |= self.probs >= self.threshold
         rows, cols = np.nonzero(self.valid)
-        present[self.classes[rows, cols].astype(int) - 1, rows, cols] = True
+        present[plane[self.classes[rows, cols].astype(int)], rows, cols] = True
         present[:, ~self.valid] = False
         return present
 
@@ -90,11 +103,13 @@ def mosaic(
     min_clear: float = 0.5,
     multi_label: bool = False,
     threshold: float = 0.5,
+    codes: Sequence[int] | None = None,
 ) -> ClassMap:
     """Turn class probabilities per cell into a ClassMap.
 
-    probs: (19, ny, nx) per-class probabilities (softmax, or sigmoid scores when
-    ``multi_label``); NaN where a cell was never computed.  A cell becomes nodata when
+    probs: (C, ny, nx) per-class probabilities in legend order (softmax, or sigmoid scores when
+    ``multi_label``); NaN where a cell was never computed. ``codes``: the map code of each
+    plane (the legend's; default 1..C, BigEarthNet's order).  A cell becomes nodata when
     its clear fraction is below ``min_clear`` (or NaN), it lies outside the AOI, or any of
     its probabilities is not finite.  Ties go to the lowest class index, as ``argmax`` does
     in training, so the same inputs always give the same map.
@@ -103,6 +118,9 @@ def mosaic(
     clear_fraction = np.asarray(clear_fraction, dtype=np.float32)
     inside_aoi = np.asarray(inside_aoi, dtype=bool)
     _check_inputs(probs, clear_fraction, inside_aoi, min_clear)
+    lut = np.arange(1, len(probs) + 1) if codes is None else np.asarray(codes, dtype=np.int64)
+    if lut.shape != (len(probs),) or lut.min() < 1 or lut.max() > 255:
+        raise ValueError(f"codes must give one code in 1..255 per plane: probs have shape {probs.shape}, codes {codes}")
 
     finite = np.isfinite(probs).all(axis=0)
     _check_probabilities(probs[:, finite], multi_label)
@@ -112,7 +130,7 @@ def mosaic(
     ranked = np.where(valid, probs, -np.inf)
     order = np.argsort(-ranked, axis=0, kind="stable")[:TOP_K]
     top_probs = np.take_along_axis(probs, order, axis=0)
-    top_codes = (order + 1).astype(np.uint8)
+    top_codes = lut[order].astype(np.uint8)
 
     top_codes[:, ~valid] = NODATA_CODE
     top_probs[:, ~valid] = np.nan
@@ -128,12 +146,13 @@ def mosaic(
         multi_label=multi_label,
         probs=all_probs,
         threshold=threshold,
+        codes=None if codes is None else tuple(int(c) for c in lut),
     )
 
 
 def _check_inputs(probs: np.ndarray, clear_fraction: np.ndarray, inside_aoi: np.ndarray, min_clear: float) -> None:
-    if probs.ndim != 3 or probs.shape[0] != NUM_CLASSES:
-        raise ValueError(f"probs must have shape ({NUM_CLASSES}, ny, nx), got {probs.shape}")
+    if probs.ndim != 3 or probs.shape[0] < 1:
+        raise ValueError(f"probs must have shape (classes, ny, nx), got {probs.shape}")
     grid = probs.shape[1:]
     if clear_fraction.shape != grid:
         raise ValueError(f"clear_fraction has shape {clear_fraction.shape}, expected the grid {grid}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +38,7 @@ from pipeline.blocks import (
 )
 from pipeline.detail import DetailPlan
 from pipeline.errors import LandcoverError, SearchError
+from pipeline.halo import HaloError, PixelPlan
 from pipeline.infer import ModelRef
 from pipeline.load import read_resolution_for
 from pipeline.patches import PatchGrid, plan_grid
@@ -54,6 +55,8 @@ DEFAULT_WEIGHTS = WEIGHTS / "demo-multiband-mobilenetv3.safetensors"
 # Blocks of about this much ground: big enough that the window margin around a block (1.2 km a
 # side for detailed maps) adds little reading, small enough for a worker's memory.
 BLOCK_M = 9600.0
+# The output cell of classifiers when --cell-size is not given (per-pixel models: their own pixel).
+DEFAULT_CELL_M = 100.0
 # Small AOIs are cut into at least this many blocks (smaller ones), so every worker of a
 # machine or small cluster has work until the end.
 MIN_BLOCKS = 32
@@ -79,7 +82,7 @@ class RunPlan:
     model: ModelRef  # weights path and sha256 (hashed once, here), device, batch size
     card: Any  # models.card.ModelCard: bands, window, task, classes, normalisation, ...
     grid: PatchGrid
-    detail: DetailPlan  # window placement, evaluation and blending; the read factor
+    detail: DetailPlan | PixelPlan  # classifiers: windows placed, evaluated, blended; per-pixel: cells and halo
     read_resolution: float  # metres the COGs are read and composited at
     blocks: BlockCount
     coverage_note: str | None = None  # said when the scenes leave part of the AOI uncovered
@@ -182,9 +185,11 @@ def make_plan(cfg: MapConfig, catalogue: str | None, *, lattice: Lattice = "cove
 
 
 def plan_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice = "coverage",
-                ) -> tuple[PatchGrid, DetailPlan, float]:
+                ) -> tuple[PatchGrid, DetailPlan | PixelPlan, float]:
     """The run's grid over the AOI (its mapped area: the part the scenes cover), how its windows
-    are placed, read and blended, and the metres it reads at."""
+    are placed, read and blended (a per-pixel model: its cells and halo), and the metres it reads at."""
+    if card.per_pixel:
+        return pixel_layout(cfg, aoi, items, card, lattice=lattice)
     read_res = read_resolution(cfg, card)
     detail = detail_plan(cfg, card.window_px).reading(round(read_res / cfg.resolution))
     grid = plan_grid(
@@ -196,7 +201,7 @@ def plan_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice
         margin_px=detail.margin_px,
         # Blocks classified from coarser planes cover as many of those pixels, i.e. more ground:
         # fewer reads per cell and fewer COG tiles decoded twice at block edges.
-        cells_per_chunk=cfg.cells_per_chunk or max(1, round(BLOCK_M * detail.read_factor / cfg.cell_size)),
+        cells_per_chunk=cfg.cells_per_chunk or max(1, round(BLOCK_M * detail.read_factor / cell_size_m(cfg, card))),
         min_blocks=MIN_BLOCKS if detail.margin_px == 0 else MIN_DETAIL_BLOCKS,
         coverage=footprint_union(items),
         lattice_from_coverage=lattice == "coverage",
@@ -204,12 +209,69 @@ def plan_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice
     return grid, detail, read_res
 
 
-def layout_line(cfg: MapConfig, grid: PatchGrid, detail: DetailPlan, read_res: float) -> str:
+def pixel_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice = "coverage",
+                 ) -> tuple[PatchGrid, PixelPlan, float]:
+    """:func:`plan_layout` of a per-pixel model: cells of the model's resolution (or whole multiples
+    of it), blocks padded by the card's halo, block sides and offsets multiples of the card's."""
+    plan = pixel_plan(cfg, card)
+    if cfg.cells_per_chunk and plan.cells_per_block(cfg.cells_per_chunk) != cfg.cells_per_chunk:
+        raise HaloError(f"--cells-per-chunk {cfg.cells_per_chunk}: {card.model_id} needs block sides that are "
+                        f"multiples of {plan.multiple} px; use {plan.cells_per_block(cfg.cells_per_chunk)}")
+    grid = plan_grid(
+        aoi, crs=cfg.crs, resolution=cfg.resolution, window_px=plan.cell_px, stride_px=plan.cell_px,
+        margin_px=plan.halo_px, cells_per_chunk=cfg.cells_per_chunk or max(1, round(BLOCK_M / cell_size_m(cfg, card))),
+        min_blocks=MIN_DETAIL_BLOCKS, coverage=footprint_union(items), lattice_from_coverage=lattice == "coverage",
+    )
+    # Blocks start every cells_per_chunk cells: a multiple of the card's in pixels keeps every
+    # block on the lattice the network resamples on (no seams from a shifted phase).
+    grid = replace(grid, cells_per_chunk=plan.cells_per_block(grid.cells_per_chunk))
+    return grid, plan, float(cfg.read_resolution or cfg.resolution)
+
+
+def pixel_plan(cfg: MapConfig, card) -> PixelPlan:
+    """The per-pixel plan from the settings and the card, checked (one-line errors) before any work."""
+    res = card.pixel.resolution_m
+    if abs(cfg.resolution - res) > 1e-9:
+        raise HaloError(f"--resolution {cfg.resolution:g}: {card.model_id} maps at its own {res:g} m pixels; "
+                        f"leave --resolution out (or give {res:g}) and choose the output cell with --cell-size")
+    if cfg.read_resolution is not None and abs(cfg.read_resolution - res) > 1e-9:
+        raise HaloError(f"--read-resolution {cfg.read_resolution:g}: {card.model_id} reads its bands at {res:g} m; "
+                        "leave --read-resolution out")
+    cell = cell_size_m(cfg, card) / res
+    if abs(cell - round(cell)) > 1e-9:
+        raise HaloError(f"--cell-size {cell_size_m(cfg, card):g} is not a whole multiple of {card.model_id}'s "
+                        f"{res:g} m pixels; write e.g. {res:g} or {10 * res:g}")
+    return PixelPlan(cell_px=round(cell), halo_px=card.pixel.halo_px, multiple=card.pixel.size_multiple)
+
+
+def level_note(card, collection: str) -> str | None:
+    """A line saying the scenes are another product level than the model was trained on (Dynamic
+    World: L1C top of atmosphere; the pipeline reads L2A surface reflectance), or None."""
+    level = "L2A" if "l2a" in collection.lower() else "L1C" if "l1c" in collection.lower() else None
+    if level is None or level == card.processing_level:
+        return None
+    return (f"{card.model_id} was trained on Sentinel-2 {card.processing_level} but the run feeds it {level} "
+            f"({collection}): expect shifted class probabilities, most over water, haze and dark surfaces")
+
+
+def cell_size_m(cfg: MapConfig, card) -> float:
+    """The output cell: ``--cell-size``, else a per-pixel model's own resolution, else 100 m."""
+    if cfg.cell_size is not None:
+        return float(cfg.cell_size)
+    return float(card.pixel.resolution_m) if card.per_pixel else DEFAULT_CELL_M
+
+
+def layout_line(cfg: MapConfig, grid: PatchGrid, detail: DetailPlan | PixelPlan, read_res: float) -> str:
     """The grid line of the run's log: cells, windows, blending, blocks and reads."""
     ny, nx = grid.cell_geobox.shape
     d, res = detail, cfg.resolution
+    cell_m = abs(grid.cell_geobox.resolution.x)
+    if isinstance(d, PixelPlan):
+        return (f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {cell_m:g} m; per-pixel model at {res:g} m"
+                + (f", mean probability over {d.cell_px} x {d.cell_px} px per cell" if d.cell_px > 1 else "")
+                + f"; blocks of {grid.cells_per_chunk} x {grid.cells_per_chunk} cells with a halo of {d.halo_px} px")
     return (
-        f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {cfg.cell_size:g} m; windows of {d.window_px} px every "
+        f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {cell_m:g} m; windows of {d.window_px} px every "
         f"{d.stride_px} px{', evaluated densely' if d.dense else ''}, {d.weight} blending; "
         f"blocks of {grid.cells_per_chunk} x {grid.cells_per_chunk} cells"
         + (f"; read and classified at {read_res:g} m" if d.read_factor > 1
@@ -280,7 +342,8 @@ def read_resolution(cfg: MapConfig, card) -> float:
 def detail_plan(cfg: MapConfig, window_px: int) -> DetailPlan:
     """The run's window placement and blending from the settings, checked (one-line errors)
     before any work."""
-    return DetailPlan.from_card(window_px, cfg.cell_size, cfg.resolution, stride_px=cfg.stride, weight=cfg.blend,
+    cell_m = DEFAULT_CELL_M if cfg.cell_size is None else cfg.cell_size
+    return DetailPlan.from_card(window_px, cell_m, cfg.resolution, stride_px=cfg.stride, weight=cfg.blend,
                                 dense=cfg.dense)
 
 

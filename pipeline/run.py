@@ -30,7 +30,7 @@ from pipeline.infer import ModelRef, load_model_here
 from pipeline.load import configure_gdal, item_offsets, load_block
 from pipeline.mosaic import mosaic
 from pipeline.patches import PatchGrid
-from pipeline.plan import Lattice, RunPlan, Work, make_plan
+from pipeline.plan import Lattice, RunPlan, Work, level_note, make_plan
 from pipeline.plan_summary import WorkCount, count_work, model_speed
 from pipeline.search import format_item_table
 from pipeline.settings import MapConfig
@@ -185,7 +185,11 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
             plan = _with_items(plan, items)
         lap("offsets")
 
+        note = level_note(card, cfg.collection)
+        if note:
+            log.warning(note)
         provenance = Provenance(
+            notes=[note] if note else [],
             input_items=[it.id for it in items],
             model_id=card.model_id,
             model_sha256=plan.model.sha256,

@@ -66,7 +66,10 @@ class MapSettings(BaseModel):
     # Detail (pipeline.detail): cells smaller than the model's window, from overlapping windows
     # evaluated densely and blended. Defaults measured on the demo truth (benchmarks/detail.py);
     # --cell-size 1200 --stride 120 --no-dense is the map of one window per 1.2 km cell.
-    cell_size: float = setting(100.0, "Output cell size in metres (1200: one cell per 1.2 km window).", gt=0)
+    cell_size: float | None = setting(
+        None, "Output cell size in metres (default: 100 for classifiers; a per-pixel model's own resolution, 10 m for "
+        "Dynamic World, where a coarser cell takes the mean probability of its pixels; 1200: one cell per 1.2 km "
+        "window).", gt=0)
     stride: int | None = setting(None, "Pixels between window origins (default: a third of the window, 40).", gt=0)
     dense: bool = setting(True, "Apply the classifier head at every position of its last feature map.")
     blend: Blend = setting("gaussian", "Weight of a window's pixels when overlapping windows are blended.")

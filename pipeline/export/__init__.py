@@ -20,8 +20,12 @@ import pyogrio.errors
 import rasterio.errors
 from odc.geo.geobox import GeoBox
 from pyproj import CRS
+from rasterio._err import (
+    CPLE_BaseError,  # no public alias; what GDAL's write errors raise
+)
 from shapely.geometry.base import BaseGeometry
 
+from models.legend import Legend, bigearthnet_legend
 from pipeline.errors import OutputError
 from pipeline.export import qgis, raster, stac, vector
 from pipeline.export.provenance import Provenance
@@ -98,6 +102,7 @@ def export_map(
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
     composite: Callable[[Path], None] | None = None,
+    legend: Legend | None = None,
 ) -> ExportedFiles:
     """Write every product of an in-memory map into ``out_dir`` (created if missing): the
     whole map as one block of :func:`map_export`.
@@ -108,7 +113,7 @@ def export_map(
         raise ValueError(f"cell_geobox has shape {tuple(cell_geobox.shape)} but the class map {class_map.shape}")
     with map_export(
         cell_geobox, out_dir, provenance=provenance, multi_label=class_map.multi_label, threshold=class_map.threshold,
-        aoi=aoi, scenes=scenes, overwrite=overwrite, progress=progress, composite=composite,
+        aoi=aoi, scenes=scenes, overwrite=overwrite, progress=progress, composite=composite, legend=legend,
     ) as export:
         export.write((slice(0, class_map.shape[0]), slice(0, class_map.shape[1])), class_map)
     return export.files
@@ -143,6 +148,7 @@ def map_export(
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
     composite: Callable[[Path], None] | None = None,
+    legend: Legend | None = None,
 ) -> Iterator[MapExport]:
     """Write a map's products block by block into ``out_dir`` (created if missing).
 
@@ -155,6 +161,8 @@ def map_export(
     scenes: the input STAC items (pystac.Item or dicts).
     composite: writes the reflectance composite (``composite.tif``) to the path it is given;
     staged with the other files, so it lands with them or not at all.
+    legend: the classes of the map (the model card's); default BigEarthNet-19. Every product
+    names and colours the classes by it.
     Raises OutputError when ``out_dir`` holds a previous map (unless ``overwrite``) or
     cannot be written.
     """
@@ -167,7 +175,8 @@ def map_export(
     current = {"file": "scratch rasters"}  # named in the one-line error if writing it fails
     rasters: MapRasters | None = None
     try:
-        rasters = MapRasters(out, cell_geobox, provenance, multi_label=multi_label, threshold=threshold)
+        rasters = MapRasters(out, cell_geobox, provenance, multi_label=multi_label, threshold=threshold,
+                             legend=legend or bigearthnet_legend())
         export = MapExport(rasters)
         with staged(out) as staging:
             yield export
@@ -176,7 +185,9 @@ def map_export(
                 step=lambda name: current.update(file=name),
             )
             export.files = _exported(out, finals)
-    except (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+    # GDAL's own write errors (a full disk while a COG is copied) come as rasterio._err.CPLE_* errors.
+    except (OSError, rasterio.errors.RasterioError, CPLE_BaseError, pyogrio.errors.DataSourceError,
+            pyogrio.errors.DataLayerError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise OutputError(f"could not write {current['file']} in {out}: {reason}; check free space and permissions") from exc
     finally:
@@ -190,12 +201,13 @@ def _write_products(
     step: Callable[[str], None],
 ) -> dict[str, Path]:
     stats = class_stats(rasters.stats, cell_geobox)
+    legend = rasters.legend
     records = vector.scene_records(scenes)
     created = datetime.now(UTC)
 
     step(LANDCOVER_TIF)
     rasters.finish(staging.path(LANDCOVER_TIF), staging.path(CONFIDENCE_TIF), staging.path(PROBABILITIES_TIF))
-    staging.path(LANDCOVER_AUX).write_text(raster.class_aux_xml(), encoding="utf-8")
+    staging.path(LANDCOVER_AUX).write_text(raster.class_aux_xml(legend), encoding="utf-8")
     for name in (LANDCOVER_TIF, CONFIDENCE_TIF, PROBABILITIES_TIF):
         done(name)
 
@@ -208,23 +220,25 @@ def _write_products(
     polygons = vector.dissolved_classes(((w.class_map, w.geobox) for w in rasters.windows()), cell_geobox, stats)
     layers = {
         "landcover": polygons,
-        "patches": (vector.patch_cells(w.class_map, w.geobox, (w.cells[0].start, w.cells[1].start)) for w in rasters.windows()),
+        "patches": (vector.patch_cells(w.class_map, w.geobox, (w.cells[0].start, w.cells[1].start), legend)
+                    for w in rasters.windows()),
         "scenes": vector.scene_footprints(records, cell_geobox),
     }
-    vector.write_geopackage(staging.path(GEOPACKAGE), layers, vector.layer_styles(created))
+    vector.write_geopackage(staging.path(GEOPACKAGE), layers, vector.layer_styles(created, legend))
     done(GEOPACKAGE)
 
     step("QGIS styles and project")
-    staging.path(LANDCOVER_QML).write_text(qgis.to_text(qgis.landcover_raster_style()), encoding="utf-8")
+    staging.path(LANDCOVER_QML).write_text(qgis.to_text(qgis.landcover_raster_style(legend)), encoding="utf-8")
     staging.path(CONFIDENCE_QML).write_text(qgis.to_text(qgis.confidence_raster_style()), encoding="utf-8")
-    qgis.write_qgz(staging.path(PROJECT), _project(cell_geobox, provenance, with_composite=composite is not None))
+    qgis.write_qgz(staging.path(PROJECT), _project(cell_geobox, provenance, with_composite=composite is not None,
+                                                  legend=legend))
     done(PROJECT)
 
     step(QUICKLOOK)
     title = f"Land cover ({provenance.model_id})"
     render_quicklook(
         staging.path(QUICKLOOK), rasters.overview(), cell_geobox, stats,
-        title=title, synthetic_model=provenance.synthetic_model, aoi=aoi,
+        title=title, synthetic_model=provenance.synthetic_model, aoi=aoi, legend=legend,
     )
     done(QUICKLOOK)
 
@@ -235,7 +249,8 @@ def _write_products(
 
     step(ITEM)
     assets = {**_ASSETS, **(_COMPOSITE_ASSET if composite is not None else {})}
-    item = stac.map_item(cell_geobox, provenance, records, stac.input_links(scenes), assets, stats, created=created)
+    item = stac.map_item(cell_geobox, provenance, records, stac.input_links(scenes), assets, stats, created=created,
+                         legend=legend)
     _write_json(staging.path(ITEM), item.to_dict(include_self_link=False, transform_hrefs=False))
     done(ITEM)
     return staging.commit(last=LANDCOVER_TIF)
@@ -259,16 +274,16 @@ def _exported(out: Path, finals: dict[str, Path]) -> ExportedFiles:
     )
 
 
-def _project(geobox: GeoBox, provenance: Provenance, *, with_composite: bool = False) -> str:
+def _project(geobox: GeoBox, provenance: Provenance, *, with_composite: bool = False, legend: Legend | None = None) -> str:
     gpkg = f"./{GEOPACKAGE}"
     synthetic = " (synthetic demo model)" if provenance.synthetic_model else ""
     backdrop = [qgis.ProjectLayer("composite", f"./{COMPOSITE_TIF}", "gdal", qgis.rgb_composite_style(), None, False, "composite")]
     layers = [
         qgis.ProjectLayer("scenes", f"{gpkg}|layername=scenes", "ogr", qgis.outline_style(), "Polygon", True, "scenes"),
-        qgis.ProjectLayer("patches", f"{gpkg}|layername=patches", "ogr", qgis.categorized_style(outline_width=0.05), "Polygon", False, "patches"),
-        qgis.ProjectLayer("landcover polygons", f"{gpkg}|layername=landcover", "ogr", qgis.categorized_style(), "Polygon", False, "landcover_polygons"),
+        qgis.ProjectLayer("patches", f"{gpkg}|layername=patches", "ogr", qgis.categorized_style(outline_width=0.05, legend=legend), "Polygon", False, "patches"),
+        qgis.ProjectLayer("landcover polygons", f"{gpkg}|layername=landcover", "ogr", qgis.categorized_style(legend=legend), "Polygon", False, "landcover_polygons"),
         qgis.ProjectLayer("confidence", f"./{CONFIDENCE_TIF}", "gdal", qgis.confidence_raster_style(), None, False, "confidence"),
-        qgis.ProjectLayer("landcover", f"./{LANDCOVER_TIF}", "gdal", qgis.landcover_raster_style(), None, True, "landcover"),
+        qgis.ProjectLayer("landcover", f"./{LANDCOVER_TIF}", "gdal", qgis.landcover_raster_style(legend), None, True, "landcover"),
     ] + backdrop * with_composite  # the composite under everything, hidden until asked for
     bounds = tuple(geobox.boundingbox)[:4]
     return qgis.project_qgs(f"Land cover{synthetic}", layers, CRS.from_wkt(geobox.crs.to_wkt()), bounds)

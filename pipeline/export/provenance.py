@@ -19,3 +19,5 @@ class Provenance(BaseModel):
     software_version: str = Field(description="version of this package")
     parameters: dict[str, Any] = Field(default_factory=dict, description="every setting of the run")
     synthetic_model: bool = Field(description="weights trained on the synthetic demo world")
+    notes: list[str] = Field(default_factory=list, description="what a reader of the map must know, e.g. the "
+                             "model was trained on another product level than the run fed it")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pyproj import CRS
 
-from models.classes import CLASS_COLORS, CLASS_NAMES
+from models.legend import Legend, bigearthnet_legend
 
 QGIS_VERSION = "3.22.0-Białowieża"
 DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
@@ -96,11 +96,11 @@ def _raster_qml(renderer: ET.Element, *, smooth: bool = False) -> ET.Element:
     return root
 
 
-def landcover_raster_style() -> ET.Element:
+def landcover_raster_style(legend: Legend | None = None) -> ET.Element:
     """Paletted renderer: one entry per class code with its colour and name."""
     renderer = _renderer("paletted", band="1")
     palette = ET.SubElement(renderer, "colorPalette")
-    for code, (name, rgb) in enumerate(zip(CLASS_NAMES, CLASS_COLORS, strict=True), start=1):
+    for code, name, rgb in (legend or bigearthnet_legend()).entries():
         ET.SubElement(palette, "paletteEntry", value=str(code), color=hex_color(rgb), alpha="255", label=name)
     return _raster_qml(renderer)
 
@@ -172,8 +172,9 @@ def _fill_symbol(name: str, fill: str, outline: str, outline_width: float, style
     return symbol
 
 
-def categorized_style(attr: str = "class_id", outline: str = "35,35,35,255", outline_width: float = 0.1) -> ET.Element:
-    """Fill polygons by class code with the class colours and names."""
+def categorized_style(attr: str = "class_id", outline: str = "35,35,35,255", outline_width: float = 0.1,
+                      legend: Legend | None = None) -> ET.Element:
+    """Fill polygons by class code with the legend's colours and names."""
     root = _qgis_root()
     renderer = ET.SubElement(
         root, "renderer-v2", type="categorizedSymbol", attr=attr,
@@ -181,8 +182,8 @@ def categorized_style(attr: str = "class_id", outline: str = "35,35,35,255", out
     )
     categories = ET.SubElement(renderer, "categories")
     symbols = ET.SubElement(renderer, "symbols")
-    for index, (name, rgb) in enumerate(zip(CLASS_NAMES, CLASS_COLORS, strict=True)):
-        ET.SubElement(categories, "category", value=str(index + 1), symbol=str(index), label=name, render="true")
+    for index, (code, name, rgb) in enumerate((legend or bigearthnet_legend()).entries()):
+        ET.SubElement(categories, "category", value=str(code), symbol=str(index), label=name, render="true")
         symbols.append(_fill_symbol(str(index), "{},{},{},255".format(*rgb), outline, outline_width))
     return _finish_vector_style(root, renderer)
 
@@ -265,7 +266,7 @@ def sample_points_style(
     return root
 
 
-def categorized_sld(layer: str, attr: str = "class_id") -> str:
+def categorized_sld(layer: str, attr: str = "class_id", legend: Legend | None = None) -> str:
     """The same class colours as SLD 1.1 (for tools that read styleSLD rather than QML)."""
     sld = "http://www.opengis.net/sld"
     se = "http://www.opengis.net/se"
@@ -277,7 +278,7 @@ def categorized_sld(layer: str, attr: str = "class_id") -> str:
     named = ET.SubElement(root, f"{{{sld}}}NamedLayer")
     ET.SubElement(named, f"{{{se}}}Name").text = layer
     style = ET.SubElement(ET.SubElement(named, f"{{{sld}}}UserStyle"), f"{{{se}}}FeatureTypeStyle")
-    for code, (name, rgb) in enumerate(zip(CLASS_NAMES, CLASS_COLORS, strict=True), start=1):
+    for code, name, rgb in (legend or bigearthnet_legend()).entries():
         rule = ET.SubElement(style, f"{{{se}}}Rule")
         ET.SubElement(rule, f"{{{se}}}Name").text = name
         equal = ET.SubElement(ET.SubElement(rule, f"{{{ogc}}}Filter"), f"{{{ogc}}}PropertyIsEqualTo")

@@ -14,7 +14,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 from shapely.geometry.base import BaseGeometry
 
-from models.classes import CLASS_COLORS, CLASS_NAMES, class_name
+from models.legend import NODATA_NAME, Legend, bigearthnet_legend
 from pipeline.export.summary import ClassStats
 from pipeline.mosaic import ClassMap
 
@@ -23,12 +23,12 @@ NODATA_RGBA = (0.6, 0.6, 0.6, 1.0)
 SYNTHETIC_NOTE = "Model trained on synthetic demo data: this is not a real land-cover map"
 
 
-def class_rgba() -> np.ndarray:
-    """(20, 4) lookup from code to RGBA in 0..1; code 0 (nodata) grey."""
-    table = np.empty((len(CLASS_NAMES) + 1, 4))
-    table[0] = NODATA_RGBA
-    table[1:, :3] = np.asarray(CLASS_COLORS) / 255.0
-    table[1:, 3] = 1.0
+def class_rgba(legend: Legend | None = None) -> np.ndarray:
+    """(256, 4) lookup from code to RGBA in 0..1: the legend's colours; code 0 (nodata) and codes
+    the legend does not use grey."""
+    table = np.tile(np.asarray(NODATA_RGBA, dtype=np.float64), (256, 1))
+    for code, _, rgb in (legend or bigearthnet_legend()).entries():
+        table[code, :3] = np.asarray(rgb) / 255.0
     return table
 
 
@@ -51,17 +51,19 @@ def render_quicklook(
     synthetic_model: bool,
     aoi: BaseGeometry | None = None,
     dpi: int = 100,
+    legend: Legend | None = None,
 ) -> None:
     """Draw the map in metres/1000 of its own CRS so the axes read as distances in km.
 
     ``class_map``: the map, or its class codes decimated to fit the picture (a large map)."""
     classes = class_map.classes if isinstance(class_map, ClassMap) else np.asarray(class_map)
+    rgba = class_rgba(legend)
     left, bottom, right, top = geobox.boundingbox[:4]
     figure = Figure(figsize=(11, 7), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.imshow(
-        class_rgba()[classes],
+        rgba[classes],
         extent=(left / 1000, right / 1000, bottom / 1000, top / 1000),
         interpolation="nearest",
         origin="upper",
@@ -79,8 +81,8 @@ def render_quicklook(
     axes.set_title(f"{title}\n{geobox.shape[0]} x {geobox.shape[1]} cells of {cell:g} m")
 
     handles = [
-        Patch(facecolor=class_rgba()[s.code], edgecolor="0.3", label=_legend_label(s)) for s in stats
-    ] + [Patch(facecolor=NODATA_RGBA, edgecolor="0.3", label=class_name(0))]
+        Patch(facecolor=rgba[s.code], edgecolor="0.3", label=_legend_label(s)) for s in stats
+    ] + [Patch(facecolor=NODATA_RGBA, edgecolor="0.3", label=NODATA_NAME)]
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     if synthetic_model:
         figure.suptitle(SYNTHETIC_NOTE, color="darkred", fontsize=12, fontweight="bold")

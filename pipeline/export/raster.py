@@ -13,7 +13,8 @@ import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
 
-from models.classes import CLASS_COLORS, CLASS_NAMES, NODATA_CODE, class_name
+from models.classes import NODATA_CODE
+from models.legend import Legend, bigearthnet_legend
 from pipeline.export.provenance import Provenance
 from pipeline.mosaic import ClassMap
 
@@ -30,17 +31,18 @@ def block_size(shape: tuple[int, int], largest: int = COG_BLOCK) -> int:
     return size
 
 
-def colormap() -> dict[int, tuple[int, int, int, int]]:
-    """All 256 palette entries: class colours for codes 1..19, transparent elsewhere."""
+def colormap(legend: Legend | None = None) -> dict[int, tuple[int, int, int, int]]:
+    """All 256 palette entries: the legend's colour at each class code, transparent elsewhere."""
     table = {value: (0, 0, 0, 0) for value in range(256)}
-    for code, rgb in enumerate(CLASS_COLORS, start=1):
+    for code, _, rgb in (legend or bigearthnet_legend()).entries():
         table[code] = (*rgb, 255)
     return table
 
 
-def class_tags(provenance: Provenance) -> dict[str, str]:
+def class_tags(provenance: Provenance, legend: Legend | None = None) -> dict[str, str]:
+    legend = legend or bigearthnet_legend()
     return {
-        "CLASS_NAMES": ";".join(f"{code}={class_name(code)}" for code in range(len(CLASS_NAMES) + 1)),
+        "CLASS_NAMES": ";".join(f"{code}={legend.name(code)}" for code in (NODATA_CODE, *legend.codes)),
         "NODATA_CODE": str(NODATA_CODE),
         "MODEL_ID": provenance.model_id,
         "MODEL_SHA256": provenance.model_sha256,
@@ -69,14 +71,16 @@ def _cog_profile(geobox: GeoBox, dtype: str, nodata: float, resampling: str, pre
     }
 
 
-def write_class_cog(path: Path, class_map: ClassMap, geobox: GeoBox, provenance: Provenance) -> None:
-    """uint8 codes 1..19, 0 = nodata, palette, MODE overviews (no averaged, invalid codes)."""
+def write_class_cog(path: Path, class_map: ClassMap, geobox: GeoBox, provenance: Provenance,
+                    legend: Legend | None = None) -> None:
+    """uint8 legend codes, 0 = nodata, palette, MODE overviews (no averaged, invalid codes)."""
+    legend = legend or bigearthnet_legend()
     profile = _cog_profile(geobox, "uint8", NODATA_CODE, "MODE", "NO")
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(class_map.classes, 1)
-        dst.write_colormap(1, colormap())
-        dst.set_band_description(1, "land-cover class code (BigEarthNet 19 classes; 0 = no data)")
-        dst.update_tags(**class_tags(provenance))
+        dst.write_colormap(1, colormap(legend))
+        dst.set_band_description(1, f"land-cover class code ({legend.title}; 0 = no data)")
+        dst.update_tags(**class_tags(provenance, legend))
 
 
 def write_confidence_cog(path: Path, class_map: ClassMap, geobox: GeoBox, provenance: Provenance) -> None:
@@ -93,18 +97,20 @@ def write_confidence_cog(path: Path, class_map: ClassMap, geobox: GeoBox, proven
         )
 
 
-def write_probability_cog(path: Path, class_map: ClassMap, geobox: GeoBox, provenance: Provenance) -> None:
-    """float32 probability of every class, one band per class in code order (band k = code k),
-    named by class; NaN = nodata; AVERAGE overviews. The layout Dynamic World ships."""
+def write_probability_cog(path: Path, class_map: ClassMap, geobox: GeoBox, provenance: Provenance,
+                          legend: Legend | None = None) -> None:
+    """float32 probability of every class, one band per class in legend order, named by class and
+    tagged with its code; NaN = nodata; AVERAGE overviews. The layout Dynamic World ships."""
+    legend = legend or bigearthnet_legend()
     if class_map.probs is None:
         raise ValueError("the class map carries no per-class probabilities; build it with pipeline.mosaic.mosaic")
-    profile = _cog_profile(geobox, "float32", float("nan"), "AVERAGE", "YES", count=len(CLASS_NAMES))
+    profile = _cog_profile(geobox, "float32", float("nan"), "AVERAGE", "YES", count=len(legend))
     kind = "sigmoid score" if class_map.multi_label else "softmax probability"
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(class_map.probs.astype(np.float32))
-        for code, name in enumerate(CLASS_NAMES, start=1):
-            dst.set_band_description(code, name)
-            dst.update_tags(code, CLASS_CODE=str(code), CLASS_NAME=name)
+        for band, (code, name, _) in enumerate(legend.entries(), start=1):
+            dst.set_band_description(band, name)
+            dst.update_tags(band, CLASS_CODE=str(code), CLASS_NAME=name)
         dst.update_tags(
             MODEL_ID=provenance.model_id,
             SYNTHETIC_MODEL=str(provenance.synthetic_model).lower(),
@@ -118,13 +124,15 @@ _GFT_INTEGER, _GFT_STRING = 0, 2
 _GFU_NAME, _GFU_MINMAX, _GFU_RED, _GFU_GREEN, _GFU_BLUE = 2, 5, 6, 7, 8
 
 
-def class_aux_xml() -> str:
-    """PAM sidecar with category names (index = code) and a thematic attribute table."""
+def class_aux_xml(legend: Legend | None = None) -> str:
+    """PAM sidecar with category names (index = code; codes the legend skips get an empty name)
+    and a thematic attribute table."""
+    legend = legend or bigearthnet_legend()
     root = ET.Element("PAMDataset")
     band = ET.SubElement(root, "PAMRasterBand", band="1")
     categories = ET.SubElement(band, "CategoryNames")
-    for code in range(len(CLASS_NAMES) + 1):
-        ET.SubElement(categories, "Category").text = class_name(code)
+    for code in range(legend.max_code + 1):
+        ET.SubElement(categories, "Category").text = legend.name(code) if code in (NODATA_CODE, *legend.codes) else ""
 
     rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
     fields = [
@@ -139,9 +147,9 @@ def class_aux_xml() -> str:
         ET.SubElement(defn, "Name").text = name
         ET.SubElement(defn, "Type").text = str(ftype)
         ET.SubElement(defn, "Usage").text = str(usage)
-    for row, (name, rgb) in enumerate(zip(CLASS_NAMES, CLASS_COLORS, strict=True)):
+    for row, (code, name, rgb) in enumerate(legend.entries()):
         element = ET.SubElement(rat, "Row", index=str(row))
-        for value in (row + 1, name, *rgb):
+        for value in (code, name, *rgb):
             ET.SubElement(element, "F").text = str(value)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode") + "\n"

@@ -17,7 +17,7 @@ from pystac.extensions.classification import Classification, ClassificationExten
 from pystac.extensions.projection import ProjectionExtension
 from shapely.geometry import mapping
 
-from models.classes import CLASS_COLORS, CLASS_NAMES
+from models.legend import Legend, bigearthnet_legend
 from pipeline.export.provenance import Provenance
 from pipeline.export.summary import ClassStats
 
@@ -50,12 +50,13 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 
-def class_table(stats: Sequence[ClassStats] = ()) -> list[Classification]:
+def class_table(stats: Sequence[ClassStats] = (), legend: Legend | None = None) -> list[Classification]:
     present = {s.code: s for s in stats}
     table = [Classification.create(value=0, name="no_data", title="No data", nodata=True)]
-    for code, (name, rgb) in enumerate(zip(CLASS_NAMES, CLASS_COLORS, strict=True), start=1):
+    for c in (legend or bigearthnet_legend()).classes:
+        code, name, rgb = c.code, c.name, c.rgb
         entry = Classification.create(
-            value=code, name=slug(name), title=name, description=name,
+            value=code, name=slug(name), title=name, description=c.description or name,
             color_hint="{:02X}{:02X}{:02X}".format(*rgb),
         )
         if code in present:
@@ -80,8 +81,10 @@ def map_item(
     assets: Mapping[str, tuple[str, str, list[str]]],
     stats: Sequence[ClassStats],
     created: datetime | None = None,
+    legend: Legend | None = None,
 ) -> pystac.Item:
     """assets: key -> (relative href, title, roles); the href extension picks the media type."""
+    legend = legend or bigearthnet_legend()
     created = created or datetime.now(UTC)
     footprint = _lonlat_footprint(geobox)
     start, end = _time_span(scenes)
@@ -93,7 +96,7 @@ def map_item(
         start_datetime=start or created,
         end_datetime=end or created,
         properties={
-            "title": "Land-cover map (BigEarthNet 19 classes)",
+            "title": f"Land-cover map ({legend.title})",
             "created": created.isoformat().replace("+00:00", "Z"),
             f"{PREFIX}:input_items": list(provenance.input_items),
             f"{PREFIX}:model_id": provenance.model_id,
@@ -102,6 +105,7 @@ def map_item(
             f"{PREFIX}:software_version": provenance.software_version,
             f"{PREFIX}:parameters": provenance.parameters,
             f"{PREFIX}:synthetic_model": provenance.synthetic_model,
+            **({f"{PREFIX}:notes": list(provenance.notes)} if provenance.notes else {}),
         },
     )
     projection = ProjectionExtension.ext(item, add_if_missing=True)
@@ -119,7 +123,7 @@ def map_item(
     ClassificationExtension.add_to(item)
     for key in ("landcover", "landcover_gpkg"):
         if key in item.assets:
-            ClassificationExtension.ext(item.assets[key]).classes = class_table(stats)
+            ClassificationExtension.ext(item.assets[key]).classes = class_table(stats, legend)
 
     for href in scene_links:
         item.add_link(pystac.Link(rel="derived_from", target=href, media_type=pystac.MediaType.GEOJSON))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from odc.geo.geobox import GeoBox
 
-from models.classes import CLASS_NAMES, class_name
+from models.legend import Legend, bigearthnet_legend
 from pipeline.export.provenance import Provenance
 from pipeline.mosaic import ClassMap
 
@@ -47,22 +47,32 @@ class MapStats:
     total: int  # cells of the grid, mapped or not
     multi_label: bool = False
     threshold: float = 0.5
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES) + 1, np.int64))
-    confidence_sums: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES) + 1, np.float64))
-    present: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES), np.int64))
+    legend: Legend = field(default_factory=bigearthnet_legend)
+    # Indexed by map code (0 = no data): up to the legend's largest code.
+    counts: np.ndarray = field(default=None)  # type: ignore[assignment]
+    confidence_sums: np.ndarray = field(default=None)  # type: ignore[assignment]
+    present: np.ndarray = field(default=None)  # type: ignore[assignment]  # in legend order
+
+    def __post_init__(self) -> None:
+        size = self.legend.max_code + 1
+        self.counts = np.zeros(size, np.int64) if self.counts is None else self.counts
+        self.confidence_sums = np.zeros(size, np.float64) if self.confidence_sums is None else self.confidence_sums
+        self.present = np.zeros(len(self.legend), np.int64) if self.present is None else self.present
 
     @classmethod
-    def of(cls, class_map: ClassMap) -> MapStats:
-        stats = cls(total=int(class_map.valid.size), multi_label=class_map.multi_label, threshold=class_map.threshold)
+    def of(cls, class_map: ClassMap, legend: Legend | None = None) -> MapStats:
+        stats = cls(total=int(class_map.valid.size), multi_label=class_map.multi_label, threshold=class_map.threshold,
+                    legend=legend or bigearthnet_legend())
         stats.add(class_map)
         return stats
 
     def add(self, block: ClassMap) -> None:
         codes = block.classes[block.valid]
-        self.counts += np.bincount(codes, minlength=len(CLASS_NAMES) + 1)
+        size = len(self.counts)
+        self.counts += np.bincount(codes, minlength=size)[:size]
         self.confidence_sums += np.bincount(
-            codes, weights=block.confidence[block.valid].astype(np.float64), minlength=len(CLASS_NAMES) + 1
-        )
+            codes, weights=block.confidence[block.valid].astype(np.float64), minlength=size
+        )[:size]
         if self.multi_label:
             self.present += block.labels().sum(axis=(1, 2))
 
@@ -78,19 +88,20 @@ class MapStats:
 def class_stats(stats: MapStats | ClassMap, geobox: GeoBox) -> list[ClassStats]:
     """One entry per class present in the map, in code order."""
     stats = stats if isinstance(stats, MapStats) else MapStats.of(stats)
+    legend = stats.legend
     area = cell_area_m2(geobox) / SQUARE_METRES_PER_HECTARE
     counts, conf_sums = stats.counts, stats.confidence_sums
     total = int(counts[1:].sum())
     return [
         ClassStats(
             code=code,
-            name=class_name(code),
+            name=legend.name(code),
             cells=int(counts[code]),
             area_ha=float(counts[code] * area),
             percent=float(100.0 * counts[code] / total),
             mean_confidence=float(conf_sums[code] / counts[code]),
         )
-        for code in range(1, len(CLASS_NAMES) + 1)
+        for code in sorted(legend.codes)
         if counts[code] > 0
     ]
 
@@ -123,6 +134,7 @@ def map_summary(
             "sha256": provenance.model_sha256,
             "synthetic": provenance.synthetic_model,
         },
+        **({"notes": list(provenance.notes)} if provenance.notes else {}),
         "software_version": provenance.software_version,
     }
 
@@ -136,8 +148,8 @@ def label_presence(stats: MapStats | ClassMap, geobox: GeoBox) -> dict[str, Any]
     return {
         "threshold": stats.threshold,
         "classes": [
-            {"code": code, "name": class_name(code), "cells": int(counts[code - 1]), "area_ha": float(counts[code - 1] * area)}
-            for code in range(1, len(CLASS_NAMES) + 1)
-            if counts[code - 1] > 0
+            {"code": code, "name": name, "cells": int(counts[plane]), "area_ha": float(counts[plane] * area)}
+            for plane, (code, name, _) in enumerate(stats.legend.entries())
+            if counts[plane] > 0
         ],
     }

@@ -20,8 +20,13 @@ import shapely
 from odc.geo.geobox import GeoBox
 from shapely.geometry import MultiPolygon, shape
 
-from models.classes import class_name
-from pipeline.export.qgis import categorized_sld, categorized_style, outline_style, to_text
+from models.legend import Legend, bigearthnet_legend
+from pipeline.export.qgis import (
+    categorized_sld,
+    categorized_style,
+    outline_style,
+    to_text,
+)
 from pipeline.export.summary import ClassStats, class_stats
 from pipeline.mosaic import TOP_K, ClassMap
 
@@ -78,9 +83,12 @@ def dissolved_classes(
     return _frame(rows, columns, geobox)
 
 
-def patch_cells(class_map: ClassMap, geobox: GeoBox, offset: tuple[int, int] = (0, 0)) -> gpd.GeoDataFrame:
-    """One square per valid cell with its class, top-3 classes and clear fraction. ``offset``:
-    the (row, col) of the class map's first cell in the whole map, for maps written by windows."""
+def patch_cells(class_map: ClassMap, geobox: GeoBox, offset: tuple[int, int] = (0, 0),
+                legend: Legend | None = None) -> gpd.GeoDataFrame:
+    """One square per valid cell with its class, top-3 classes and clear fraction, named by the
+    legend. ``offset``: the (row, col) of the class map's first cell in the whole map, for maps
+    written by windows."""
+    class_name = (legend or bigearthnet_legend()).name
     rows, cols = np.nonzero(class_map.valid)
     affine = geobox.affine
     x0 = affine.c + cols * affine.a
@@ -102,7 +110,8 @@ def patch_cells(class_map: ClassMap, geobox: GeoBox, offset: tuple[int, int] = (
         present = class_map.labels()[:, rows, cols]
         scores = class_map.probs[:, rows, cols] if class_map.probs is not None else present.astype(np.float32)
         order = np.argsort(-np.nan_to_num(scores, nan=-1.0), axis=0, kind="stable")
-        codes_per_cell = [[int(c) + 1 for c in order[:, i] if present[c, i]] for i in range(len(rows))]
+        plane_codes = class_map.plane_codes
+        codes_per_cell = [[int(plane_codes[c]) for c in order[:, i] if present[c, i]] for i in range(len(rows))]
         data["labels"] = ["; ".join(class_name(c) for c in codes) for codes in codes_per_cell]
         data["label_codes"] = [",".join(map(str, codes)) for codes in codes_per_cell]
         data["label_count"] = np.array([len(codes) for codes in codes_per_cell], dtype="int32")
@@ -158,12 +167,15 @@ def _frame(rows: list[dict], columns: dict[str, str], geobox: GeoBox | None, crs
     return gpd.GeoDataFrame(frame.astype(columns), geometry=geometry)
 
 
-def layer_styles(now: datetime | None = None) -> pd.DataFrame:
-    """The table QGIS reads default styles from, one row per styled layer."""
+def layer_styles(now: datetime | None = None, legend: Legend | None = None) -> pd.DataFrame:
+    """The table QGIS reads default styles from, one row per styled layer, coloured by the legend."""
     now = now or datetime.now(UTC)
+    legend = legend or bigearthnet_legend()
     styles = {
-        "landcover": (categorized_style(outline="35,35,35,255", outline_width=0.1), categorized_sld("landcover")),
-        "patches": (categorized_style(outline="80,80,80,255", outline_width=0.05), categorized_sld("patches")),
+        "landcover": (categorized_style(outline="35,35,35,255", outline_width=0.1, legend=legend),
+                      categorized_sld("landcover", legend=legend)),
+        "patches": (categorized_style(outline="80,80,80,255", outline_width=0.05, legend=legend),
+                    categorized_sld("patches", legend=legend)),
         "scenes": (outline_style(), ""),
     }
     return pd.DataFrame([

@@ -23,7 +23,8 @@ import rasterio.shutil
 from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 
-from models.classes import CLASS_NAMES, NODATA_CODE
+from models.classes import NODATA_CODE
+from models.legend import Legend, bigearthnet_legend
 from pipeline.export.provenance import Provenance
 from pipeline.export.raster import block_size, class_tags, colormap
 from pipeline.export.summary import MapStats
@@ -51,17 +52,19 @@ def scratch_path(out_dir: Path, stem: str) -> Path:
 class MapRasters:
     """Scratch rasters of one map on ``geobox``; ``write`` each block, then ``finish``."""
 
-    def __init__(self, out_dir: Path, geobox: GeoBox, provenance: Provenance, *, multi_label: bool, threshold: float) -> None:
+    def __init__(self, out_dir: Path, geobox: GeoBox, provenance: Provenance, *, multi_label: bool, threshold: float,
+                 legend: Legend | None = None) -> None:
         self.geobox = geobox
         self.provenance = provenance
+        self.legend = legend or bigearthnet_legend()
         ny, nx = geobox.shape
-        self.stats = MapStats(total=ny * nx, multi_label=multi_label, threshold=threshold)
+        self.stats = MapStats(total=ny * nx, multi_label=multi_label, threshold=threshold, legend=self.legend)
         self.paths = {name: scratch_path(out_dir, f"{name}-scratch") for name in ("landcover", "confidence", "probabilities", "clear")}
         self._open: dict[str, rasterio.io.DatasetWriter] = {}
         try:
             self._open["landcover"] = self._create("landcover", "uint8", NODATA_CODE)
             self._open["confidence"] = self._create("confidence", "float32", float("nan"))
-            self._open["probabilities"] = self._create("probabilities", "float32", float("nan"), count=len(CLASS_NAMES))
+            self._open["probabilities"] = self._create("probabilities", "float32", float("nan"), count=len(self.legend))
             self._open["clear"] = self._create("clear", "float32", float("nan"))
         except BaseException:
             self.discard()
@@ -82,16 +85,16 @@ class MapRasters:
         kind = "sigmoid score" if multi_label else "softmax probability"
         p = self.provenance
         lc = self._open["landcover"]
-        lc.write_colormap(1, colormap())
-        lc.set_band_description(1, "land-cover class code (BigEarthNet 19 classes; 0 = no data)")
-        lc.update_tags(**class_tags(p))
+        lc.write_colormap(1, colormap(self.legend))
+        lc.set_band_description(1, f"land-cover class code ({self.legend.title}; 0 = no data)")
+        lc.update_tags(**class_tags(p, self.legend))
         conf = self._open["confidence"]
         conf.set_band_description(1, f"confidence: {kind} of the mapped class (0..1)")
         conf.update_tags(MODEL_ID=p.model_id, SYNTHETIC_MODEL=str(p.synthetic_model).lower(), CONFIDENCE=kind)
         probs = self._open["probabilities"]
-        for code, name in enumerate(CLASS_NAMES, start=1):
-            probs.set_band_description(code, name)
-            probs.update_tags(code, CLASS_CODE=str(code), CLASS_NAME=name)
+        for band, (code, name, _) in enumerate(self.legend.entries(), start=1):
+            probs.set_band_description(band, name)
+            probs.update_tags(band, CLASS_CODE=str(code), CLASS_NAME=name)
         probs.update_tags(
             MODEL_ID=p.model_id, SYNTHETIC_MODEL=str(p.synthetic_model).lower(), PROBABILITY=kind,
             **({"MULTI_LABEL_THRESHOLD": f"{threshold:g}"} if multi_label else {}),
@@ -105,7 +108,7 @@ class MapRasters:
             raise ValueError(f"block of shape {block.shape} does not fit cells {cells}")
         self._open["landcover"].write(block.classes, 1, window=window)
         self._open["confidence"].write(block.confidence.astype(np.float32), 1, window=window)
-        probs = block.probs if block.probs is not None else np.full((len(CLASS_NAMES), *block.shape), np.nan, np.float32)
+        probs = block.probs if block.probs is not None else np.full((len(self.legend), *block.shape), np.nan, np.float32)
         self._open["probabilities"].write(probs.astype(np.float32), window=window)
         self._open["clear"].write(block.clear_fraction.astype(np.float32), 1, window=window)
         self.stats.add(block)
@@ -140,7 +143,7 @@ class MapRasters:
                     # classes (ties go the same way) with their top-3 and labels.
                     class_map = mosaic(
                         probs.read(window=window), clear.read(1, window=window), codes > 0, min_clear=0.0,
-                        multi_label=self.stats.multi_label, threshold=self.stats.threshold,
+                        multi_label=self.stats.multi_label, threshold=self.stats.threshold, codes=self.legend.codes,
                     )
                     yield MapWindow((rows, cols), class_map, self.geobox[rows, cols])
 

@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from models.bands import BAND_IDS as PROJECT_BAND_IDS
+from models.card import ModelCard
 from models.dynamicworld import (
     BAND_IDS,
     BANDS,
     CLASSES,
-    METADATA_FILE,
     NORM_PERCENTILES,
     PALETTE,
+    SOURCE_REPOSITORY,
     DynamicWorldError,
     build_network,
     check_variables,
@@ -34,6 +35,7 @@ from models.dynamicworld import (
     resize_taps,
     tf_resize,
 )
+from models.files import sha256_file
 
 # EuroSAT-MS files hold B01..B12 then B8A; Dynamic World takes B2 B3 B4 B5 B6 B7 B8 B11 B12.
 EUROSAT_DW_BANDS = [1, 2, 3, 4, 5, 6, 7, 10, 11]
@@ -252,20 +254,25 @@ def test_odd_sizes_give_tensorflows_logits(network, eurosat, height, width, pixe
         np.testing.assert_allclose(out[:, row, col], expected, atol=1e-4)
 
 
-# --- import: safetensors + metadata, loaded without pickle ----------------------------------------------
+# --- import: safetensors + model card, loaded without pickle --------------------------------------------
 
 
-def test_import_writes_safetensors_and_metadata_that_load_back(dw_folder, network, tmp_path):
+def test_import_writes_safetensors_and_a_card_that_load_back(dw_folder, network, tmp_path):
     weights = import_dynamicworld(dw_folder / "model" / "forward", tmp_path, revision=REVISION)
     assert weights == tmp_path / "model.safetensors"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [METADATA_FILE, "model.safetensors"]  # no temp files left
-    meta = json.loads((tmp_path / METADATA_FILE).read_text())
-    assert meta["source"]["commit"] == REVISION and meta["licence"] == "Apache-2.0"
-    assert meta["notice"].startswith("This source code is available under an Apache 2 open source license")
-    assert "National Geographic and the World Resources Institute" in meta["notice"]
-    assert meta["doi"] == "10.1038/s41597-022-01307-4" and meta["processing_level"] == "L1C"
-    assert meta["bands"] == list(BANDS) and [c["name"] for c in meta["classes"]] == list(CLASSES)
-    assert meta["parameters"] == 231_209 and len(meta["sha256"]) == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]  # no temp files left
+    card = ModelCard.read(tmp_path / "model.json")
+    assert card.family == "per-pixel" and card.model_id == "google/dynamicworld"
+    assert card.source.commit == REVISION and card.licence == "Apache-2.0" and card.source.url == SOURCE_REPOSITORY
+    assert card.notice.startswith("This source code is available under an Apache 2 open source license")
+    assert "National Geographic and the World Resources Institute" in card.notice
+    assert card.citation.doi == "10.1038/s41597-022-01307-4" and card.processing_level == "L1C"
+    assert card.bands == list(BANDS) and card.resampling == "bilinear"
+    assert card.normalisation.kind == "dynamicworld-log" and card.normalisation.percentiles == list(NORM_PERCENTILES)
+    assert card.classes == list(CLASSES) == list(card.legend.names) and card.legend.codes == tuple(range(1, 10))
+    assert [c.colour for c in card.legend.classes] == [PALETTE[c] for c in CLASSES]
+    assert card.pixel.size_multiple == 2 and card.pixel.halo_px % 2 == 0
+    assert card.metrics["parameters"] == 231_209 and card.sha256 == sha256_file(weights)
 
     loaded = load_network(weights)
     x = torch.rand(1, 9, 21, 18, generator=torch.Generator().manual_seed(1))
@@ -275,7 +282,7 @@ def test_import_writes_safetensors_and_metadata_that_load_back(dw_folder, networ
 
 def test_import_finds_model_forward_in_the_repository_folder(dw_folder, tmp_path):
     assert import_dynamicworld(dw_folder, tmp_path).is_file()
-    assert json.loads((tmp_path / METADATA_FILE).read_text())["source"]["commit"] is None  # no .git, no revision
+    assert ModelCard.read(tmp_path / "model.json").source.commit is None  # no .git, no revision
 
 
 def test_a_folder_without_the_savedmodel_is_refused(tmp_path):

@@ -95,8 +95,16 @@ def test_logits_are_refused():
     [((18, 2, 2), (2, 2), (2, 2)), ((19, 2, 2), (2, 3), (2, 2)), ((19, 2, 2), (2, 2), (3, 2))],
 )
 def test_mismatched_shapes_are_refused(probs_shape, clear_shape, aoi_shape):
-    with pytest.raises(ValueError, match="shape"):
-        mosaic(np.zeros(probs_shape, np.float32), np.ones(clear_shape), np.ones(aoi_shape, bool))
+    with pytest.raises(ValueError, match="shape"):  # 19 legend codes: 18 planes do not fit
+        mosaic(np.zeros(probs_shape, np.float32), np.ones(clear_shape), np.ones(aoi_shape, bool), codes=range(1, 20))
+
+
+def test_a_legend_of_five_classes_maps_its_own_codes():
+    probs = np.zeros((5, 1, 3), np.float32)
+    probs[[4, 0, 2], 0, [0, 1, 2]] = 1.0  # winners: planes 4, 0, 2
+    result = mosaic(probs, everywhere((1, 3), 1.0), everywhere((1, 3), True), codes=[10, 20, 30, 40, 50])
+    assert result.classes.tolist() == [[50, 10, 30]]
+    assert result.labels()[:, 0].argmax(axis=0).tolist() == [4, 0, 2]  # planes in legend order
 
 
 def test_class_map_is_immutable_and_checks_its_arrays():

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.infer import N_PLANES
+from models.card import ModelCard
+from pipeline.infer import n_planes
 from pipeline.store import DirectoryChunkStore
+
+N_PLANES = n_planes(ModelCard.for_profile("small"))  # BigEarthNet's 19 classes + the clear share
 
 
 def test_the_chunk_store_round_trips_and_leaves_no_partial_files(tmp_path):
