@@ -91,6 +91,14 @@ class RunPlan:
     def min_clear(self) -> float:
         return self.config.min_clear
 
+    @property
+    def catalogue_name(self) -> str:
+        """The catalogue as a map records it: its URL, or what it was when served on loopback for the
+        run alone (the offline demo world), whose URL means nothing once the run has ended."""
+        if self.config.source == "local" and not self.config.stac_url:
+            return "the offline demo catalogue (--source local)"
+        return self.catalogue
+
     def inputs_key(self) -> str:
         """Same scenes, same model, same result-deciding settings -> same key (a regional run
         reuses a map made from the same key). The date window and the STAC URL are left out on

@@ -197,6 +197,11 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
             software_version=__version__,
             parameters=cfg.model_dump(mode="json"),
             synthetic_model=bool(card.training_data.synthetic),
+            window=(plan.window[0].isoformat(), plan.window[1].isoformat()),
+            aoi_km2=plan.aoi.area_km2,
+            catalogue=plan.catalogue_name,
+            model_source=card.source.repo_id if card.source is not None else Path(plan.model.path).name,
+            skipped_items=skipped,
         )
         composite: CompositeRaster | None = None  # made in the output folder once the export has prepared it
         bar = progress.add_task("classifying chunks", total=plan.blocks.blocks)

@@ -21,3 +21,9 @@ class Provenance(BaseModel):
     synthetic_model: bool = Field(description="weights trained on the synthetic demo world")
     notes: list[str] = Field(default_factory=list, description="what a reader of the map must know, e.g. the "
                              "model was trained on another product level than the run fed it")
+    window: tuple[str, str] | None = Field(None, description="the acquisition dates searched (ISO), first and last")
+    aoi_km2: float | None = Field(None, description="area of the AOI")
+    catalogue: str | None = Field(None, description="the STAC API searched, or 'local demo catalogue' for the "
+                                  "offline demo world served on loopback (its URL dies with the run)")
+    model_source: str | None = Field(None, description="where the weights came from: a repository id or the file name")
+    skipped_items: dict[str, str] = Field(default_factory=dict, description="scenes found but not used: id -> why")

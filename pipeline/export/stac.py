@@ -105,6 +105,13 @@ def map_item(
             f"{PREFIX}:software_version": provenance.software_version,
             f"{PREFIX}:parameters": provenance.parameters,
             f"{PREFIX}:synthetic_model": provenance.synthetic_model,
+            f"{PREFIX}:model": {"id": provenance.model_id, "sha256": provenance.model_sha256,
+                                "source": provenance.model_source},
+            f"{PREFIX}:window": ({"start": provenance.window[0], "end": provenance.window[1]}
+                                 if provenance.window else None),
+            f"{PREFIX}:aoi_km2": provenance.aoi_km2,
+            f"{PREFIX}:catalogue": provenance.catalogue,
+            f"{PREFIX}:skipped_items": dict(provenance.skipped_items),
             **({f"{PREFIX}:notes": list(provenance.notes)} if provenance.notes else {}),
         },
     )
@@ -131,20 +138,24 @@ def map_item(
 
 
 def input_links(scenes: Sequence[Any]) -> list[str]:
-    """Self hrefs of the input items, where they have one (searched items do)."""
+    """Resolvable references to the input items: each item's canonical link (where the catalogue
+    keeps it for good), else its self href; none for items served on loopback (the offline demo
+    catalogue lives only as long as its run: the item ids and the catalogue say where they came from)."""
     links = []
     for scene in scenes:
-        href = scene.get_self_href() if isinstance(scene, pystac.Item) else _self_href(scene)
-        if href:
+        item = scene.to_dict(transform_hrefs=False) if isinstance(scene, pystac.Item) else scene
+        by_rel = {link.get("rel"): link.get("href") for link in item.get("links", [])}
+        href = by_rel.get("canonical") or by_rel.get("self")
+        if href and not _loopback(href):
             links.append(href)
     return links
 
 
-def _self_href(item: Mapping[str, Any]) -> str | None:
-    for link in item.get("links", []):
-        if link.get("rel") == "self":
-            return link.get("href")
-    return None
+def _loopback(href: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(href).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def _lonlat_footprint(geobox: GeoBox):

@@ -127,8 +127,15 @@ def map_summary(
         "mean_confidence": stats.mean_confidence,
         "confidence": "sigmoid score" if stats.multi_label else "softmax probability",
         "classes": [asdict(s) for s in class_stats(stats, geobox)],
-        **({"labels": label_presence(stats, geobox)} if stats.multi_label else {}),
+        **({"labels": label_presence(stats, geobox),
+            "labels_note": "a multi-label model: a cell may carry several classes, so the shares of `labels` add up "
+                           "to more than 100%; `classes` counts each cell once, by its mapped (top) class"}
+           if stats.multi_label else {}),
+        "window": ({"start": provenance.window[0], "end": provenance.window[1]} if provenance.window else None),
+        "aoi_km2": provenance.aoi_km2,
+        "catalogue": provenance.catalogue,
         "scenes": scenes,
+        "scenes_skipped": [{"item_id": k, "why": v} for k, v in provenance.skipped_items.items()],
         "model": {
             "id": provenance.model_id,
             "sha256": provenance.model_sha256,

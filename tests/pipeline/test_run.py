@@ -206,3 +206,35 @@ def test_a_worker_that_cannot_load_the_model_is_a_one_line_error(tiny_model):
         load_model_on_workers(client, changed)
     assert "could not load the model" in str(err.value) and "changed during the run" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_scene_that_cannot_be_read_is_skipped_and_the_map_says_so(demo_world, tiny_model, tmp_path, monkeypatch):
+    """One scene's asset is gone: the map is made from the others, and item.json, summary.json and
+    the done line say which scene was skipped and why. The map also records its search window, its
+    AOI's area, the catalogue (by name: the demo's loopback URL dies with the run) and its model."""
+    import pipeline.plan
+    from cli.map import done_line
+
+    real = pipeline.plan.search_items
+
+    def search_items(params, aoi):
+        items = real(params, aoi)
+        items[0].assets["red"].href = items[0].assets["red"].href.replace(".tif", "-gone.tif")
+        return items
+
+    monkeypatch.setattr(pipeline.plan, "search_items", search_items)
+    result = run_map(_cfg(demo_world, tiny_model, tmp_path / "map"), Console(quiet=True))
+    (gone, why), = result.skipped.items()
+    assert result.n_items == result.n_planned - 1 and gone not in [it.id for it in result.items]
+    line = " ".join(done_line(result).split())
+    assert f"{result.n_items} of {result.n_planned} scenes (skipped: {gone}: " in line
+    item = json.loads((result.out / "item.json").read_text())["properties"]
+    summary = json.loads((result.out / "summary.json").read_text())
+    assert item["landcover:skipped_items"] == {gone: why} and summary["scenes_skipped"] == [{"item_id": gone, "why": why}]
+    for record in (item["landcover:window"], summary["window"]):
+        assert record["start"] == "2015-06-23" and record["end"]  # the demo: its whole archive
+    assert item["landcover:aoi_km2"] == pytest.approx(summary["aoi_km2"]) and summary["aoi_km2"] > 50
+    assert item["landcover:catalogue"] == summary["catalogue"] == "the offline demo catalogue (--source local)"
+    assert item["landcover:model"]["sha256"] == result.model_sha256 and item["landcover:model"]["source"]
+    links = json.loads((result.out / "item.json").read_text())["links"]
+    assert not [link for link in links if "127.0.0.1" in link["href"]]  # nothing points at the dead server

@@ -53,7 +53,7 @@ def scene_item(item_id: str, when: datetime, bbox: tuple[float, float, float, fl
         {"eo:cloud_cover": 12.5, "s2:mgrs_tile": tile, "platform": "sentinel-2a"},
         collection="sentinel-2-l2a",
     )
-    item.set_self_href(f"http://127.0.0.1:8000/collections/sentinel-2-l2a/items/{item_id}")
+    item.set_self_href(f"https://earth-search.aws.element84.com/v1/collections/sentinel-2-l2a/items/{item_id}")
     return item
 
 

@@ -86,3 +86,18 @@ def test_item_is_valid_against_the_stac_core_schema(exported, tmp_path):
     del raw["bbox"]  # and the check does catch a broken item
     core.write_text(json.dumps(raw))
     assert subprocess.run([rustac_cli(), "validate", str(core)], capture_output=True, timeout=60).returncode != 0
+
+
+def test_input_links_prefer_the_catalogues_canonical_link_and_skip_loopback_servers():
+    from pipeline.export.stac import input_links
+
+    def item(id_, **links):
+        return {"id": id_, "links": [{"rel": rel, "href": href} for rel, href in links.items()]}
+
+    scenes = [
+        item("a", self="https://earth-search.aws.element84.com/v1/collections/x/items/a", canonical="s3://bucket/a.json"),
+        item("b", self="https://planetarycomputer.microsoft.com/api/stac/v1/collections/x/items/b"),
+        item("c", self="http://127.0.0.1:40123/collections/x/items/c"),  # the demo's server, gone after the run
+        item("d"),
+    ]
+    assert input_links(scenes) == ["s3://bucket/a.json", "https://planetarycomputer.microsoft.com/api/stac/v1/collections/x/items/b"]
