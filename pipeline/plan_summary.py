@@ -13,8 +13,9 @@ import numpy as np
 from rich.table import Table
 
 from pipeline.aoi import AOI
-from pipeline.blocks import ItemIndex, block_footprint, block_key, iter_blocks
+from pipeline.blocks import ItemIndex, block_at, block_footprint, block_key, cells_of_block, meeting_blocks
 from pipeline.detail import DetailPlan, window_origins
+from pipeline.halo import PixelPlan
 from pipeline.infer import ModelRef
 from pipeline.patches import PatchGrid
 from pipeline.plan import RunPlan
@@ -38,17 +39,26 @@ class WorkCount:
     cells: int  # map cells: in the AOI and covered by scenes
     blocks: int
     blocks_done: int | None  # None: no chunk store to look in
-    windows: int  # model inputs the blocks still to do need
+    windows: int  # classifiers: model windows the blocks still to do need (per-pixel models: 0)
     workers: int
     gpu_workers: int
-    patches_per_s: float | None  # model-only speed of one CPU worker, measured here
+    patches_per_s: float | None  # model-only speed of one CPU worker, measured here (windows, or pixels)
     seconds: float  # planning time
+    # Per-pixel models: the pixels the network answers for in the blocks still to do (their cores;
+    # the halo is in the speed), and the speed is in those pixels per second.
+    pixels: int = 0
+    per_pixel: bool = False
+
+    @property
+    def work(self) -> int:
+        """What the model still has to do: windows, or pixels for a per-pixel model."""
+        return self.pixels if self.per_pixel else self.windows
 
     @property
     def estimate_s(self) -> float | None:
         if not self.patches_per_s:
             return None
-        return self.windows / (self.patches_per_s * max(1, self.workers - self.gpu_workers))
+        return self.work / (self.patches_per_s * max(1, self.workers - self.gpu_workers))
 
 
 def count_work(
@@ -58,7 +68,7 @@ def count_work(
     *,
     model_sha256: str,
     min_clear: float,
-    detail: DetailPlan | None = None,
+    detail: DetailPlan | PixelPlan | None = None,
     chunks: ChunkStore | None = None,
     workers: int = 1,
     gpu_workers: int = 0,
@@ -66,27 +76,40 @@ def count_work(
     started: float | None = None,
 ) -> WorkCount:
     """Count what a run over ``grid`` would do. With ``chunks``, the blocks whose result is stored
-    (same content key as the run would compute) count as done and need no windows."""
+    (same content key as the run would compute) count as done and need no windows.
+
+    Without ``chunks`` the cells are counted by area (:meth:`PatchGrid.count_inside`): a block
+    wholly inside the area never gets a per-cell array, so a 10 m map of a country is counted
+    without one value per cell."""
     started = time.perf_counter() if started is None else started
     index = ItemIndex(items) if chunks is not None else None
-    blocks = cells = done = windows = 0
-    for block in iter_blocks(grid):
+    blocks = cells = done = windows = pixels = 0
+    for bi, bj in meeting_blocks(grid):
+        cell_slices = cells_of_block(grid, bi, bj)
+        n_inside = grid.count_inside(cell_slices)
+        if not n_inside:
+            continue
         blocks += 1
-        cells += block.n_inside
+        cells += n_inside
+        # Per-cell arrays only where a key or the windows need them (never for a per-pixel count).
+        block = block_at(grid, bi, bj) if index is not None or isinstance(detail, DetailPlan) else None
         if index is not None:
             ids = [it.id for it in index.touching(block_footprint(block, grid))]
             if block_key(block, grid, ids, model_sha256, min_clear, detail) in chunks:
                 done += 1
                 continue
-        windows += block.n_inside if detail is None else block_windows(block, grid, detail)
+        if isinstance(detail, PixelPlan):
+            pixels += detail.pixels_per_block(tuple(c.stop - c.start for c in cell_slices))
+        else:
+            windows += n_inside if detail is None else block_windows(block, grid, detail)
     tiles = tuple(sorted({mgrs_tile(it) for it in items}))
     zones = tuple(sorted({z for z in map(utm_zone, tiles) if z is not None}))
-    rate = speed() if windows else None
+    rate = speed() if windows or pixels else None
     return WorkCount(
         aoi_km2=aoi.area_km2, scenes=len(items), tiles=tiles, zones=zones, grid_crs=str(grid.crs),
         grid_shape=tuple(grid.shape), cell_m=float(abs(grid.cell_geobox.resolution.x)), cells=cells, blocks=blocks,
         blocks_done=done if chunks is not None else None, windows=windows, workers=workers, gpu_workers=gpu_workers,
-        patches_per_s=rate, seconds=time.perf_counter() - started,
+        patches_per_s=rate, seconds=time.perf_counter() - started, pixels=pixels, per_pixel=isinstance(detail, PixelPlan),
     )
 
 
@@ -108,15 +131,18 @@ def plan_table(plan: RunPlan, count: WorkCount) -> Table:
         ("detail", plan.describe().split("; ", 1)[1]),
         ("cells mapped", f"{count.cells:,}"),
         ("blocks", f"{count.blocks:,} ({done})"),
-        ("patches to classify", f"{count.windows:,}"),
+        ("pixels to classify", f"{count.pixels:,} (block cores; each tile adds its halo)") if count.per_pixel
+        else ("patches to classify", f"{count.windows:,}"),
         ("workers", f"{count.workers} ({count.gpu_workers} with GPU)"),
+        ("outputs", output_sizes(plan, count).describe()),
     ]
     if plan.coverage_note:
         rows.append(("coverage", plan.coverage_note))
     if count.estimate_s is not None:
+        rate = (f"{count.patches_per_s / 1e6:,.3f} Mpx/s" if count.per_pixel else f"{count.patches_per_s:,.0f} patches/s")
         rows.append((
             "estimate",
-            f"~{_duration(count.estimate_s)} of model time ({count.patches_per_s:,.0f} patches/s per CPU worker, measured "
+            f"~{_duration(count.estimate_s)} of model time ({rate} per CPU worker, measured "
             "here; reading and compositing 10 m COGs add about as much again, see make bench)",
         ))
     rows.append(("planned in", f"{count.seconds:.1f} s"))
@@ -143,19 +169,58 @@ def plan_json(plan: RunPlan, count: WorkCount) -> dict[str, Any]:
                     "cloud_cover": it.properties.get("eo:cloud_cover")} for it in plan.items],
         "grid": {"crs": str(g.crs), "shape": list(g.shape), "cell_m": count.cell_m,
                  "transform": list(g.cell_geobox.affine)[:6], "cells_per_block": g.cells_per_chunk},
-        "detail": {"window_px": plan.detail.window_px, "stride_px": plan.detail.stride_px, "cell_px": plan.detail.cell_px,
-                   "dense": plan.detail.dense, "blend": plan.detail.weight, "read_factor": plan.detail.read_factor},
+        "detail": detail_json(plan.detail),
         "read_resolution": plan.read_resolution,
         "cells": count.cells, "blocks": count.blocks, "blocks_done": count.blocks_done, "windows": count.windows,
+        "outputs": output_sizes(plan, count).__dict__,
+        **({"pixels": count.pixels} if count.per_pixel else {}),
         "workers": count.workers, "gpu_workers": count.gpu_workers, "estimate_s": count.estimate_s,
         "coverage_note": plan.coverage_note,
     }
+
+
+@dataclass(frozen=True)
+class OutputSizes:
+    """How large a map's outputs will be, before compression (COGs compress a few times)."""
+
+    grid_cells: int  # cells of the grid: the rasters' size
+    raster_mib: float  # landcover.tif + confidence.tif + probabilities.tif, uncompressed
+    qa_squares: int  # features of the GeoPackage's `patches` layer (at most)
+    qa_side_m: float
+
+    def describe(self) -> str:
+        return (f"rasters {self.grid_cells:,} cells, ~{self.raster_mib:,.0f} MiB before compression; `patches` layer "
+                f"up to {self.qa_squares:,} squares of {self.qa_side_m:g} m (--qa-grid)")
+
+
+def output_sizes(plan: RunPlan, count: WorkCount) -> OutputSizes:
+    """The rasters' cells and bytes (uint8 classes, float32 confidence and one float32 band per
+    class), and the QA layer's squares, from the grid alone."""
+    from pipeline.export.qa import qa_factor
+
+    ny, nx = plan.grid.cell_geobox.shape
+    cell_m = count.cell_m
+    k = qa_factor(cell_m, plan.config.qa_grid)
+    classes = len(plan.card.legend.classes)
+    squares = min(count.cells, -(-ny // k) * -(-nx // k))  # squares of the grid that can hold a mapped cell
+    return OutputSizes(grid_cells=ny * nx, raster_mib=ny * nx * (1 + 4 + 4 * classes) / 2**20, qa_squares=squares,
+                       qa_side_m=k * cell_m)
 
 
 def utm_zone(tile: str) -> int | None:
     """The UTM zone of an MGRS tile name ('32TQR' -> 32)."""
     digits = tile[:2] if tile[:2].isdigit() else tile[:1]
     return int(digits) if digits.isdigit() else None
+
+
+def detail_json(detail: DetailPlan | PixelPlan) -> dict[str, Any]:
+    """How the plan turns pixels into cells, as JSON: a classifier's windows and blending, or a
+    per-pixel model's cells and halo."""
+    if isinstance(detail, PixelPlan):
+        return {"per_pixel": True, "cell_px": detail.cell_px, "halo_px": detail.halo_px, "multiple": detail.multiple,
+                "tile_px": detail.tile_px, "read_factor": detail.read_factor}
+    return {"window_px": detail.window_px, "stride_px": detail.stride_px, "cell_px": detail.cell_px,
+            "dense": detail.dense, "blend": detail.weight, "read_factor": detail.read_factor}
 
 
 def block_windows(block, grid: PatchGrid, detail: DetailPlan) -> int:
@@ -165,6 +230,38 @@ def block_windows(block, grid: PatchGrid, detail: DetailPlan) -> int:
     if detail.one_window_per_cell:
         return block.n_inside
     return len(window_origins(ys.stop - ys.start, detail, origin[0])) * len(window_origins(xs.stop - xs.start, detail, origin[1]))
+
+
+def plan_speed(plan: RunPlan) -> float:
+    """Model-only speed of one CPU worker for ``plan``: windows/s of a classifier, core pixels/s of
+    a per-pixel model."""
+    if isinstance(plan.detail, PixelPlan):
+        return pixel_speed(plan.model, plan.detail, len(plan.card.bands))
+    return model_speed(plan.model, plan.card.window_px, len(plan.card.bands))
+
+
+def pixel_speed(model: ModelRef, detail: PixelPlan, bands: int, *, side: int = 128) -> float:
+    """Model-only pixels/s of one CPU thread for a per-pixel model, in the core pixels a block's
+    tiles answer for: the network over one ``side`` px image (random reflectance; no pixel read),
+    scaled by the share of a tile its core is (a tile of ``tile_px`` also reads its halo)."""
+    import torch
+
+    from models.predictor import Predictor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a worker runs it
+    try:
+        predictor = Predictor.from_path(model.path, device="cpu", batch_size=1)
+        side += -side % detail.multiple
+        image = np.random.default_rng(0).random((1, bands, side, side), dtype=np.float32) * 0.3
+        predictor.predict_pixels(image[:, :, :2 * detail.multiple, :2 * detail.multiple])  # warm-up
+        start = time.perf_counter()
+        predictor.predict_pixels(image)
+        per_input_px = side * side / (time.perf_counter() - start)
+        core = detail.tile_px / (detail.tile_px + 2 * detail.halo_px)
+        return per_input_px * core * core
+    finally:
+        torch.set_num_threads(threads)
 
 
 def model_speed(model: ModelRef, window_px: int, bands: int, *, n: int = 16) -> float:

@@ -25,13 +25,14 @@ from pipeline.blocks import READ_GROUP, read_group
 from pipeline.cluster import connect, gpu_count
 from pipeline.errors import LandcoverError
 from pipeline.export.composite import CompositeRaster, core_dn
+from pipeline.export.qa import qa_factor
 from pipeline.export.staging import check_out_dir
 from pipeline.infer import ModelRef, load_model_here
 from pipeline.load import configure_gdal, item_offsets, load_block
 from pipeline.mosaic import mosaic
 from pipeline.patches import PatchGrid
 from pipeline.plan import Lattice, RunPlan, Work, level_note, make_plan
-from pipeline.plan_summary import WorkCount, count_work, model_speed
+from pipeline.plan_summary import WorkCount, count_work, plan_speed
 from pipeline.search import format_item_table
 from pipeline.settings import MapConfig
 from pipeline.store import ChunkStore
@@ -110,7 +111,7 @@ def plan_run(cfg: MapConfig, console: Console | None = None, *, chunks: ChunkSto
     count = count_work(
         plan.aoi, plan.items, plan.grid, model_sha256=plan.model.sha256, min_clear=cfg.min_clear, detail=plan.detail,
         chunks=chunks, workers=workers, gpu_workers=gpus, started=started,
-        speed=lambda: model_speed(plan.model, plan.card.window_px, len(plan.card.bands)),
+        speed=lambda: plan_speed(plan),
     )
     return plan, count
 
@@ -233,6 +234,7 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
             grid.cell_geobox, cfg.out, provenance=provenance, multi_label=multi_label,
             threshold=card.threshold, aoi=plan.aoi.geometry, scenes=items, overwrite=cfg.overwrite, legend=card.legend,
             composite=(lambda path: composite.finish(path)) if cfg.save_composite else None,
+            qa_cells=qa_factor(abs(grid.cell_geobox.resolution.x), cfg.qa_grid),
         ) as export:
             if cfg.save_composite:
                 composite = CompositeRaster(cfg.out, composite_geobox(plan), card.bands)

@@ -79,6 +79,9 @@ class MapSettings(BaseModel):
     min_clear: float = setting(0.5, "Cells (and windows) with a smaller clear fraction become nodata.", ge=0, le=1)
     device: Device = setting("auto", "Where the model runs: auto, cpu or cuda.")
     batch_size: int | None = setting(None, "Inference batch size (default: adaptive).", ge=1)
+    qa_grid: float = setting(
+        1000.0, "Side in metres of the squares of the GeoPackage's `patches` QA layer (majority class, top-3 "
+        "classes, clear fraction of the cells inside); 0: one square per map cell, a layer as large as the map.", ge=0)
     save_composite: bool = setting(
         False, "Also write composite.tif, the cloud-free reflectance the map was classified from (a QGIS backdrop, "
         "and the --imagery of `landcover active-learn`).")

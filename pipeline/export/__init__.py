@@ -32,7 +32,8 @@ from pipeline.export.provenance import Provenance
 from pipeline.export.quicklook import render_quicklook
 from pipeline.export.staging import prepare_out_dir, staged, sweep_partials
 from pipeline.export.summary import MapStats, cell_area_m2, class_stats, map_summary
-from pipeline.export.writer import MapRasters
+from pipeline.export.qa import qa_squares
+from pipeline.export.writer import READ_WINDOW, MapRasters
 from pipeline.mosaic import ClassMap
 
 __all__ = ["ExportedFiles", "MapExport", "Provenance", "export_map", "map_export"]
@@ -149,6 +150,7 @@ def map_export(
     progress: Callable[[str], None] | None = None,
     composite: Callable[[Path], None] | None = None,
     legend: Legend | None = None,
+    qa_cells: int = 1,
 ) -> Iterator[MapExport]:
     """Write a map's products block by block into ``out_dir`` (created if missing).
 
@@ -163,6 +165,7 @@ def map_export(
     staged with the other files, so it lands with them or not at all.
     legend: the classes of the map (the model card's); default BigEarthNet-19. Every product
     names and colours the classes by it.
+    qa_cells: map cells per side of a square of the `patches` QA layer (1: a square per cell).
     Raises OutputError when ``out_dir`` holds a previous map (unless ``overwrite``) or
     cannot be written.
     """
@@ -182,7 +185,7 @@ def map_export(
             yield export
             finals = _write_products(
                 staging, rasters, cell_geobox, provenance, aoi=aoi, scenes=scenes, composite=composite, done=done,
-                step=lambda name: current.update(file=name),
+                step=lambda name: current.update(file=name), qa_cells=qa_cells,
             )
             export.files = _exported(out, finals)
     # GDAL's own write errors (a full disk while a COG is copied) come as rasterio._err.CPLE_* errors.
@@ -198,7 +201,7 @@ def map_export(
 def _write_products(
     staging: Any, rasters: MapRasters, cell_geobox: GeoBox, provenance: Provenance, *, aoi: BaseGeometry | None,
     scenes: Sequence[Any], composite: Callable[[Path], None] | None, done: Callable[[str], None],
-    step: Callable[[str], None],
+    step: Callable[[str], None], qa_cells: int = 1,
 ) -> dict[str, Path]:
     stats = class_stats(rasters.stats, cell_geobox)
     legend = rasters.legend
@@ -220,8 +223,7 @@ def _write_products(
     polygons = vector.dissolved_classes(((w.class_map, w.geobox) for w in rasters.windows()), cell_geobox, stats)
     layers = {
         "landcover": polygons,
-        "patches": (vector.patch_cells(w.class_map, w.geobox, (w.cells[0].start, w.cells[1].start), legend)
-                    for w in rasters.windows()),
+        "patches": _patches(rasters, qa_cells, legend),
         "scenes": vector.scene_footprints(records, cell_geobox),
     }
     vector.write_geopackage(staging.path(GEOPACKAGE), layers, vector.layer_styles(created, legend))
@@ -254,6 +256,17 @@ def _write_products(
     _write_json(staging.path(ITEM), item.to_dict(include_self_link=False, transform_hrefs=False))
     done(ITEM)
     return staging.commit(last=LANDCOVER_TIF)
+
+
+def _patches(rasters: MapRasters, k: int, legend: Legend):
+    """The `patches` QA layer, window by window: a square per cell, or per ``k`` x ``k`` cells
+    (windows then hold whole squares)."""
+    if k == 1:
+        return (vector.patch_cells(w.class_map, w.geobox, (w.cells[0].start, w.cells[1].start), legend)
+                for w in rasters.windows())
+    size = max(1, READ_WINDOW // k) * k
+    return (qa_squares(w.class_map, w.geobox, k, (w.cells[0].start, w.cells[1].start), legend)
+            for w in rasters.windows(size))
 
 
 def _exported(out: Path, finals: dict[str, Path]) -> ExportedFiles:

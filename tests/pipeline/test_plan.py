@@ -100,3 +100,13 @@ def test_the_plan_lists_its_scenes_and_prints_whole_as_json(demo_world, tiny_mod
     assert plan["settings"]["cell_size"] == 200.0 and plan["model"]["sha256"] and plan["grid"]["cell_m"] == 200.0
     assert plan["blocks"] >= 1 and plan["cells"] > 0 and plan["window"]["start"] <= plan["window"]["end"]
     assert not (tmp_path / "map").exists()
+
+
+def test_the_plan_says_how_large_the_outputs_will_be(demo_world, tiny_model, tmp_path):
+    exe = str(Path(sys.executable).with_name("landcover"))
+    proc = subprocess.run([exe, "map", "--demo", "--out", str(tmp_path / "m"), "--model", str(tiny_model), "--plan",
+                           "--json", "--qa-grid", "500"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    outputs = json.loads(proc.stdout)["outputs"]
+    assert outputs["qa_side_m"] == 500.0 and 0 < outputs["qa_squares"] < outputs["grid_cells"]
+    assert outputs["raster_mib"] > 0
