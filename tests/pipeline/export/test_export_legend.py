@@ -99,3 +99,27 @@ def test_the_styles_polygons_summary_item_and_quicklook_follow_the_legend(export
         project = qgz.read(qgz.namelist()[0]).decode()
     assert 'label="Meadow"' in project and "Urban fabric" not in project
     assert files.quicklook.stat().st_size > 0
+
+
+def test_an_accuracy_assessment_of_the_map_reports_in_the_cards_classes(exported, tmp_path):
+    """`landcover assess` on a map with the card's own legend (codes 10..50): the sample is stratified
+    by those classes and the report names them (a reference equal to the map: every estimate exact)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from cli.assess import assess_app
+
+    files, _, _ = exported
+    folder = tmp_path / "map"
+    shutil.copytree(files.out_dir, folder)
+    runner = CliRunner()
+    for args in (["design", str(folder), "--per-class", "4", "--seed", "3", "--unit", "100"],
+                 ["label", str(folder), "--reference", str(folder / "landcover.tif")],
+                 ["report", str(folder)]):
+        result = runner.invoke(assess_app, args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+    report = json.loads((folder / "assessment.json").read_text())
+    assert [c["code"] for c in report["per_class"]] == CODES
+    assert [c["name"] for c in report["per_class"]] == NAMES
+    assert report["overall_accuracy"]["estimate"] == pytest.approx(1.0)
