@@ -6,7 +6,11 @@
 1. Planning over a metadata-only synthetic catalogue (pipeline.demo.catalogue, 2 dates per MGRS
    tile) served by the same STAC API process as the demo world: AOIs of about 1, 10, 100 and
    1,000 tiles, each planned in a fresh process (search, grid clipped to the footprints, every
-   block counted; no pixel read) so its peak RSS is its own.
+   block counted; no pixel read) so its peak RSS is its own; cells of 1.2 km (one window each).
+   Then the ~1,000-tile AOI planned as today's default map (100 m cells of the demo multi-band
+   card, windows counted per block) and as a 10 m per-pixel map (Dynamic World's card: 10 m cells,
+   blocks with a 32 px halo), whose cells are counted by area (pipeline.plan_summary.count_work:
+   no per-cell geometry, edge blocks rasterised).
 2. A pixel run over the multi-tile demo world (3 x 2 tiles, two UTM zones): the same
    `landcover map` on an AOI and on one of 4x its area; the client's RSS is sampled every 0.1 s
    (the client process alone, not its dask workers).
@@ -27,8 +31,10 @@ TILE_COUNTS = (1, 10, 100, 1000)
 REPO = Path(__file__).resolve().parent.parent
 
 
-def plan_one(url: str, aoi_path: str) -> dict:
-    """Search + plan in this process; the figures as a dict (run as a child by :func:`planning`)."""
+def plan_one(url: str, aoi_path: str, layout: str = "window") -> dict:
+    """Search + plan in this process; the figures as a dict (run as a child by :func:`planning`).
+    ``layout``: ``window`` (1.2 km cells, one window each), ``default`` (the default map's 100 m
+    cells and windows, the demo multi-band card) or ``per-pixel`` (10 m, Dynamic World's card)."""
 
     from pipeline.aoi import read_aoi
     from pipeline.patches import plan_grid
@@ -38,22 +44,41 @@ def plan_one(url: str, aoi_path: str) -> dict:
 
     from datetime import date
 
+    card = None
+    if layout in ("default", "per-pixel"):
+        # The card's module imports torch (about 650 MiB of RSS here): before the clock and the
+        # RSS baseline, so the figures are the planning's own.
+        import models.reben  # noqa: F401  (timm, which the default card's evaluation path reads)
+        from models.card import ModelCard, card_path
+        from models.dynamicworld import model_card
+        from pipeline.plan import DEFAULT_WEIGHTS, plan_layout
+        from pipeline.settings import MapConfig
+
+        card = model_card("", None, "0" * 64, {}) if layout == "per-pixel" else ModelCard.read(card_path(DEFAULT_WEIGHTS))
+    imports_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     aoi = read_aoi(aoi_path)
     params = SearchParams(source="earth-search", stac_url=url, collection="sentinel-2-l2a", start=date(2015, 6, 23),
                           end=date(2026, 12, 31), max_cloud=100.0, max_items_per_tile=3)
     items = search_items(params, aoi)
     searched = time.perf_counter()
-    grid = plan_grid(aoi, window_px=120, min_blocks=MIN_BLOCKS, coverage=footprint_union(items))
-    plan = count_work(aoi, items, grid, model_sha256="0" * 64, min_clear=0.5, started=searched)
-    return {
+    detail = None
+    if card is not None:
+        cfg = MapConfig(aoi=Path(aoi_path), out=Path(aoi_path).with_suffix(".map"), source="earth-search")
+        grid, detail, _ = plan_layout(cfg, aoi, items, card)
+    else:
+        grid = plan_grid(aoi, window_px=120, min_blocks=MIN_BLOCKS, coverage=footprint_union(items))
+    plan = count_work(aoi, items, grid, model_sha256="0" * 64, min_clear=0.5, detail=detail, started=searched)
+    return {"cell_m": plan.cell_m,
         "tiles": len(plan.tiles), "scenes": plan.scenes, "cells": plan.cells, "blocks": plan.blocks,
         "search_s": searched - started, "plan_s": plan.seconds, "total_s": time.perf_counter() - started,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "imports_rss_mib": imports_rss,
     }
 
 
-def planning() -> list[dict]:
+def planning(largest_as: tuple[str, ...] = ("default", "per-pixel")) -> list[dict]:
+    """The planning rows: each AOI of :data:`TILE_COUNTS` tiles with 1.2 km cells, then the largest
+    planned with each layout of ``largest_as`` (see :func:`plan_one`)."""
     from pipeline.demo.catalogue import aoi_geometry, catalogue_collection, country_aoi, synthetic_catalogue
     from pipeline.demo.serve import serve_items
 
@@ -64,12 +89,13 @@ def planning() -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="landcover-bench-scale-") as tmp, serve_items(items, catalogue_collection(items)) as url:
         print(f"synthetic catalogue: {len(items):,} items generated in {generated:.1f} s, served at {url}")
-        for n, aoi in aois.items():
+        runs = [(n, "window") for n in aois] + [(max(TILE_COUNTS), layout) for layout in largest_as]
+        for n, layout in runs:
             path = Path(tmp) / f"aoi-{n}.geojson"
-            path.write_text(json.dumps(aoi))
-            out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--plan-one", url, str(path)],
+            path.write_text(json.dumps(aois[n]))
+            out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--plan-one", url, str(path), layout],
                                  capture_output=True, text=True, cwd=REPO, check=True)
-            rows.append({"asked": n, **json.loads(out.stdout.strip().splitlines()[-1])})
+            rows.append({"asked": n, "layout": layout, **json.loads(out.stdout.strip().splitlines()[-1])})
     return rows
 
 
@@ -115,7 +141,7 @@ def pixel_runs(side_km: float = 6.0, *, save_composite: bool = False) -> list[di
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--plan-one"]:
-        print(json.dumps(plan_one(argv[1], argv[2])))
+        print(json.dumps(plan_one(argv[1], argv[2], *argv[3:4])))
         return
     if "--pixels-only" not in argv:
         report_planning()
@@ -125,19 +151,25 @@ def main(argv: list[str]) -> None:
 
 def report_planning() -> None:
     print("\n== scale: planning over a synthetic catalogue (no pixel read) ==")
-    rows = planning()
-    print(f"{'tiles asked':>11} {'tiles':>6} {'scenes':>7} {'cells':>11} {'blocks':>8} {'search s':>9} {'plan s':>7} "
-          f"{'total s':>8} {'s/tile':>7} {'us/cell':>8} {'peak RSS MiB':>13}")
-    for r in rows:
-        print(f"{r['asked']:>11} {r['tiles']:>6} {r['scenes']:>7} {r['cells']:>11,} {r['blocks']:>8,} {r['search_s']:>9.2f} "
-              f"{r['plan_s']:>7.2f} {r['total_s']:>8.2f} {r['total_s'] / r['tiles']:>7.3f} "
-              f"{1e6 * r['total_s'] / max(1, r['cells']):>8.2f} {r['peak_rss_mib']:>13.0f}")
+    every = planning()
+    rows = [r for r in every if r["layout"] == "window"]
+    print(f"{'tiles asked':>11} {'cell m':>6} {'tiles':>6} {'scenes':>7} {'cells':>15} {'blocks':>8} {'search s':>9} "
+          f"{'plan s':>7} {'total s':>8} {'s/tile':>7} {'us/cell':>8} {'peak RSS MiB':>13} {'after imports':>13}")
+    for r in every:
+        print(f"{r['asked']:>11} {r['cell_m']:>6g} {r['tiles']:>6} {r['scenes']:>7} {r['cells']:>15,} {r['blocks']:>8,} "
+              f"{r['search_s']:>9.2f} {r['plan_s']:>7.2f} {r['total_s']:>8.2f} {r['total_s'] / r['tiles']:>7.3f} "
+              f"{1e6 * r['total_s'] / max(1, r['cells']):>8.4f} {r['peak_rss_mib']:>13.0f} {r['imports_rss_mib']:>13.0f}"
+              + _LAYOUT_NOTES[r["layout"]])
     small, big = rows[-2], rows[-1]
     growth = (big["total_s"] / small["total_s"]) / (big["tiles"] / small["tiles"])
     print(f"planning time {big['tiles']} vs {small['tiles']} tiles: {big['total_s'] / small['total_s']:.1f}x the time "
           f"for {big['tiles'] / small['tiles']:.1f}x the tiles (ratio {growth:.2f}; <= 1 is at most linear); "
           f"largest peak RSS {max(r['peak_rss_mib'] for r in rows):.0f} MiB (target < 1024)")
 
+
+
+_LAYOUT_NOTES = {"window": "", "default": "  (the default map: 100 m cells, windows counted per block)",
+                 "per-pixel": "  (10 m per-pixel map, Dynamic World's card: cells counted by area)"}
 
 
 def report_pixels() -> None:

@@ -140,14 +140,21 @@ def _demo_layout(text: Optional[str], demo: bool, source: str) -> Optional[tuple
 
 def _report_demo_agreement(result, world) -> None:
     """The demo world has ground truth: say how the map compares, pixel by pixel and where
-    truth is unambiguous."""
+    truth is unambiguous. The truth is in BigEarthNet-19 codes, so a map in another legend (Dynamic
+    World's, a user's own classes) is not compared: a line says why."""
     import rasterio
 
+    from models.legend import bigearthnet_legend
     from pipeline.demo.truth import map_agreement, pixel_agreement
 
     landcover = result.out / "landcover.tif"
     with rasterio.open(landcover) as src:
         classes = src.read(1)
+        names = src.tags().get("CLASS_NAMES", "")
+    legend = bigearthnet_legend()
+    if names.split(";")[1:] != [f"{code}={legend.name(code)}" for code in legend.codes]:
+        err.print("no agreement with the demo world's truth: it is in BigEarthNet-19 classes, the map in its model's own")
+        return
     pixels = pixel_agreement(world, landcover)
     agreement = map_agreement(classes, result.grid.cell_geobox, world, cell_px=result.grid.stride_px)
     err.print(

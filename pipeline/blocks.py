@@ -46,13 +46,19 @@ class BlockSpec:
         return int(self.inside.sum())
 
 
+def cells_of_block(grid: PatchGrid, bi: int, bj: int) -> tuple[slice, slice]:
+    """The cells (rows, cols) of block ``(bi, bj)`` of ``grid``."""
+    ny, nx = grid.cell_geobox.shape
+    step = grid.cells_per_chunk
+    cy0, cx0 = bi * step, bj * step
+    return slice(cy0, min(cy0 + step, ny)), slice(cx0, min(cx0 + step, nx))
+
+
 def block_at(grid: PatchGrid, bi: int, bj: int, inside: np.ndarray | None = None) -> BlockSpec:
     """Block ``(bi, bj)`` of ``grid``."""
-    ny, nx = grid.cell_geobox.shape
-    step, s, m = grid.cells_per_chunk, grid.stride_px, grid.margin_px
-    cy0, cx0 = bi * step, bj * step
-    cy1, cx1 = min(cy0 + step, ny), min(cx0 + step, nx)
-    cells = (slice(cy0, cy1), slice(cx0, cx1))
+    s, m = grid.stride_px, grid.margin_px
+    cells = cells_of_block(grid, bi, bj)
+    (cy0, cy1), (cx0, cx1) = (cells[0].start, cells[0].stop), (cells[1].start, cells[1].stop)
     return BlockSpec(
         index=(bi, bj),
         cells=cells,
@@ -73,6 +79,15 @@ def iter_blocks(grid: PatchGrid) -> Iterator[BlockSpec]:
     """The blocks with at least one cell in the mapped area, row by row, planned as they are asked
     for: a country's blocks are never all in memory, and blocks the area misses cost one vectorised
     test per block row."""
+    for bi, bj in meeting_blocks(grid):
+        block = block_at(grid, bi, bj)
+        if block.inside.any():
+            yield block
+
+
+def meeting_blocks(grid: PatchGrid) -> Iterator[tuple[int, int]]:
+    """Indices of the blocks whose square meets the mapped area's interior, row by row (a block
+    may still have no cell in it: its cells decide)."""
     ny, nx = grid.cell_geobox.shape
     step = grid.cells_per_chunk
     n_cols = -(-nx // step)
@@ -89,9 +104,7 @@ def iter_blocks(grid: PatchGrid) -> Iterator[BlockSpec]:
         shapely.prepare(strip)
         meets = shapely.intersects(strip, squares) & ~shapely.touches(strip, squares)
         for bj in np.flatnonzero(meets):
-            block = block_at(grid, bi, int(bj))
-            if block.inside.any():
-                yield block
+            yield bi, int(bj)
 
 
 def blocks_in_aoi(grid: PatchGrid) -> list[BlockSpec]:
@@ -106,11 +119,18 @@ class BlockCount:
 
 
 def count_blocks(grid: PatchGrid) -> BlockCount:
-    """Blocks and map cells of ``grid``, without building any graph (one pass over the blocks)."""
+    """Blocks and map cells of ``grid``, without building any graph (one pass over the blocks).
+
+    The cells are counted by area: a block wholly inside the mapped area counts all its cells
+    without any array or geometry per cell, a block on its edge rasterises the area onto its cells
+    (:meth:`PatchGrid.count_inside`): a 10 m map of ~1,000 MGRS tiles (7.6e10 cells) is counted in
+    about half a minute (benchmarks/scale.py), never one geometry per cell."""
     blocks = cells = 0
-    for block in iter_blocks(grid):
-        blocks += 1
-        cells += block.n_inside
+    for bi, bj in meeting_blocks(grid):
+        n = grid.count_inside(cells_of_block(grid, bi, bj))
+        if n:
+            blocks += 1
+            cells += n
     return BlockCount(blocks, cells)
 
 

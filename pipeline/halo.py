@@ -14,7 +14,10 @@ same way: core, halo and offsets are **multiples** of the card's ``size_multiple
 Two levels use it: the map's blocks (a block's planes arrive padded by the halo, the margin of
 its grid: :func:`classify_pixel_block`) and, inside a block, tiles of ``tile_px`` that bound the
 activations a network holds at once (:func:`predict_tiled`). The "compute each pixel once"
-inference of classifiers (a dense head over a block) is the same pattern with another ``predict``.
+inference of classifiers is the same pattern at the block level: a block padded by its halo, the
+backbone once over it, a dense head at every feature position, the input started on the map-wide
+lattice of those positions and padded at its far edges with :func:`pad_to_multiple`
+(:mod:`pipeline.detail`, path ``"block"``).
 """
 
 from __future__ import annotations
@@ -63,19 +66,10 @@ class PixelPlan:
     def margin_px(self) -> int:
         return self.halo_px
 
-    # What the run's display, keys and GPU grouping read of a detail plan: every cell is one
-    # output of the network (no windows are placed or blended).
-    @property
-    def window_px(self) -> int:
-        return self.cell_px
-
-    @property
-    def stride_px(self) -> int:
-        return self.cell_px
-
-    dense = False
-    weight = "box"
-    one_window_per_cell = True
+    def pixels_per_block(self, cells: tuple[int, int]) -> int:
+        """Pixels the network answers for in a block of ``cells`` (rows, cols) cells: its core,
+        the halo left out (what a plan counts as the model's work)."""
+        return cells[0] * cells[1] * self.cell_px**2
 
     def block_px(self, cells: int) -> int:
         """Padded pixel side of a block ``cells`` cells wide."""

@@ -220,7 +220,14 @@ def detail_json(detail: DetailPlan | PixelPlan) -> dict[str, Any]:
         return {"per_pixel": True, "cell_px": detail.cell_px, "halo_px": detail.halo_px, "multiple": detail.multiple,
                 "tile_px": detail.tile_px, "read_factor": detail.read_factor}
     return {"window_px": detail.window_px, "stride_px": detail.stride_px, "cell_px": detail.cell_px,
-            "dense": detail.dense, "blend": detail.weight, "read_factor": detail.read_factor}
+            "dense": detail.dense, "blend": detail.weight, "read_factor": detail.read_factor, **evaluation_json(detail)}
+
+
+def evaluation_json(detail: DetailPlan) -> dict[str, Any]:
+    """Which path a classifier takes (windows, or the backbone once per block with a halo) and why."""
+    block = ({"halo_px": detail.halo_px, "feature_stride_px": detail.feature_stride_px}
+             if detail.path == "block" else {})
+    return {"evaluation": detail.path, **block, "evaluation_reason": detail.path_reason}
 
 
 def block_windows(block, grid: PatchGrid, detail: DetailPlan) -> int:
@@ -229,6 +236,8 @@ def block_windows(block, grid: PatchGrid, detail: DetailPlan) -> int:
     origin = (block.cells[0].start * detail.cell_px, block.cells[1].start * detail.cell_px)
     if detail.one_window_per_cell:
         return block.n_inside
+    if detail.path == "block":  # one backbone pass over the padded block: its pixels in windows' worth
+        return -(-(ys.stop - ys.start) * (xs.stop - xs.start) // detail.window_px**2)
     return len(window_origins(ys.stop - ys.start, detail, origin[0])) * len(window_origins(xs.stop - xs.start, detail, origin[1]))
 
 

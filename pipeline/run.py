@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from pipeline import __version__
 from pipeline.blocks import READ_GROUP, read_group
 from pipeline.cluster import connect, gpu_count
+from pipeline.detail import DetailPlan
 from pipeline.errors import LandcoverError
 from pipeline.export.composite import CompositeRaster, core_dn
 from pipeline.export.qa import qa_factor
@@ -32,7 +33,7 @@ from pipeline.load import configure_gdal, item_offsets, load_block
 from pipeline.mosaic import mosaic
 from pipeline.patches import PatchGrid
 from pipeline.plan import Lattice, RunPlan, Work, level_note, make_plan
-from pipeline.plan_summary import WorkCount, count_work, plan_speed
+from pipeline.plan_summary import WorkCount, count_work, evaluation_json, plan_speed
 from pipeline.search import format_item_table
 from pipeline.settings import MapConfig
 from pipeline.store import ChunkStore
@@ -203,6 +204,7 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
             catalogue=plan.catalogue_name,
             model_source=card.source.repo_id if card.source is not None else Path(plan.model.path).name,
             skipped_items=skipped,
+            evaluation=evaluation_json(plan.detail) if isinstance(plan.detail, DetailPlan) else {},
         )
         composite: CompositeRaster | None = None  # made in the output folder once the export has prepared it
         bar = progress.add_task("classifying chunks", total=plan.blocks.blocks)
@@ -234,7 +236,7 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
             grid.cell_geobox, cfg.out, provenance=provenance, multi_label=multi_label,
             threshold=card.threshold, aoi=plan.aoi.geometry, scenes=items, overwrite=cfg.overwrite, legend=card.legend,
             composite=(lambda path: composite.finish(path)) if cfg.save_composite else None,
-            qa_cells=qa_factor(abs(grid.cell_geobox.resolution.x), cfg.qa_grid),
+            qa_cells=qa_factor(abs(grid.cell_geobox.resolution.x), cfg.qa_grid), mmu_ha=cfg.mmu,
         ) as export:
             if cfg.save_composite:
                 composite = CompositeRaster(cfg.out, composite_geobox(plan), card.bands)

@@ -82,6 +82,12 @@ class MapSettings(BaseModel):
     qa_grid: float = setting(
         1000.0, "Side in metres of the squares of the GeoPackage's `patches` QA layer (majority class, top-3 "
         "classes, clear fraction of the cells inside); 0: one square per map cell, a layer as large as the map.", ge=0)
+    # 0.5 ha: 50 pixels of a 10 m map, so a country's map is not traced into millions of one-pixel
+    # polygons; on a 100 m grid one cell is already 1 ha, so no cell of a coarse map is erased.
+    mmu: float = setting(
+        0.5, "Minimum mapping unit of the GeoPackage's land-cover polygons, in hectares: patches of one class "
+        "smaller than it are merged into their largest neighbour before the map is traced (50 px of a 10 m map; "
+        "nothing on a 100 m grid, whose cells are 1 ha); 0: no sieve. The rasters are never sieved.", ge=0)
     save_composite: bool = setting(
         False, "Also write composite.tif, the cloud-free reflectance the map was classified from (a QGIS backdrop, "
         "and the --imagery of `landcover active-learn`).")

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.cluster import GPU_RESOURCE
 from pipeline.detail import DetailPlan
+from pipeline.halo import PixelPlan
 from pipeline.infer import ModelRef, classify_blocks
 from pipeline.patches import PatchGrid
 
@@ -23,8 +24,12 @@ from pipeline.patches import PatchGrid
 GPU_WINDOWS_PER_TASK = 128
 
 
-def windows_per_block(grid: PatchGrid, detail: DetailPlan) -> int:
-    """Model windows of a full block (at most: cloudy windows are skipped)."""
+def windows_per_block(grid: PatchGrid, detail: DetailPlan | PixelPlan) -> int:
+    """Model windows of a full block (at most: cloudy windows are skipped). A per-pixel model's
+    block is one image run in tiles each as large as a full batch of windows: it counts as a full
+    batch, so a GPU task takes one block; so does a classifier whose backbone runs once per block."""
+    if isinstance(detail, PixelPlan) or detail.path == "block":
+        return GPU_WINDOWS_PER_TASK
     side = grid.cells_per_chunk * grid.stride_px + 2 * grid.margin_px
     return (max(0, side - grid.window_px) // detail.stride_px + 1) ** 2
 
@@ -39,7 +44,7 @@ def classify_stream(
     works: Iterable,
     prepare: Callable[[list], list],
     model: ModelRef,
-    detail: DetailPlan,
+    detail: DetailPlan | PixelPlan,
     min_clear: float,
     *,
     gpu: bool,

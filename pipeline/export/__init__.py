@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from shapely.geometry.base import BaseGeometry
 
 from models.legend import Legend, bigearthnet_legend
 from pipeline.errors import OutputError
-from pipeline.export import qgis, raster, stac, vector
+from pipeline.export import qgis, raster, sieve, stac, vector
 from pipeline.export.provenance import Provenance
 from pipeline.export.quicklook import render_quicklook
 from pipeline.export.staging import prepare_out_dir, staged, sweep_partials
@@ -151,6 +151,7 @@ def map_export(
     composite: Callable[[Path], None] | None = None,
     legend: Legend | None = None,
     qa_cells: int = 1,
+    mmu_ha: float = 0.0,
 ) -> Iterator[MapExport]:
     """Write a map's products block by block into ``out_dir`` (created if missing).
 
@@ -166,6 +167,9 @@ def map_export(
     legend: the classes of the map (the model card's); default BigEarthNet-19. Every product
     names and colours the classes by it.
     qa_cells: map cells per side of a square of the `patches` QA layer (1: a square per cell).
+    mmu_ha: the minimum mapping unit of the GeoPackage's land-cover polygons (hectares): patches
+    of the map smaller than it are merged into a neighbour before it is traced
+    (:mod:`pipeline.export.sieve`); the rasters and summary.json are not sieved.
     Raises OutputError when ``out_dir`` holds a previous map (unless ``overwrite``) or
     cannot be written.
     """
@@ -185,7 +189,7 @@ def map_export(
             yield export
             finals = _write_products(
                 staging, rasters, cell_geobox, provenance, aoi=aoi, scenes=scenes, composite=composite, done=done,
-                step=lambda name: current.update(file=name), qa_cells=qa_cells,
+                step=lambda name: current.update(file=name), qa_cells=qa_cells, mmu_ha=mmu_ha,
             )
             export.files = _exported(out, finals)
     # GDAL's own write errors (a full disk while a COG is copied) come as rasterio._err.CPLE_* errors.
@@ -201,7 +205,7 @@ def map_export(
 def _write_products(
     staging: Any, rasters: MapRasters, cell_geobox: GeoBox, provenance: Provenance, *, aoi: BaseGeometry | None,
     scenes: Sequence[Any], composite: Callable[[Path], None] | None, done: Callable[[str], None],
-    step: Callable[[str], None], qa_cells: int = 1,
+    step: Callable[[str], None], qa_cells: int = 1, mmu_ha: float = 0.0,
 ) -> dict[str, Path]:
     stats = class_stats(rasters.stats, cell_geobox)
     legend = rasters.legend
@@ -220,7 +224,12 @@ def _write_products(
         done(COMPOSITE_TIF)
 
     step(GEOPACKAGE)
-    polygons = vector.dissolved_classes(((w.class_map, w.geobox) for w in rasters.windows()), cell_geobox, stats)
+    # The polygons come from the map sieved to the minimum mapping unit, decided on the whole map
+    # (a first pass over its codes), so window edges leave no seam in it.
+    sieved = sieve.plan_sieve(rasters.class_windows(), sieve.mmu_cells(mmu_ha, cell_geobox))
+    polygons = vector.dissolved_classes(
+        ((replace(w.class_map, classes=sieved.apply(w.cells, w.class_map.classes)), w.geobox) for w in rasters.windows()),
+        cell_geobox, stats)
     layers = {
         "landcover": polygons,
         "patches": _patches(rasters, qa_cells, legend),
@@ -246,7 +255,9 @@ def _write_products(
 
     step(SUMMARY)
     scene_rows = [{k: v for k, v in r.items() if k != "geometry"} for r in records]
-    _write_json(staging.path(SUMMARY), map_summary(rasters.stats, cell_geobox, provenance, scene_rows))
+    summary = map_summary(rasters.stats, cell_geobox, provenance, scene_rows)
+    summary["areas"] = sieve.areas_note(mmu_ha, sieved.min_cells, LANDCOVER_TIF)
+    _write_json(staging.path(SUMMARY), summary)
     done(SUMMARY)
 
     step(ITEM)

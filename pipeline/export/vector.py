@@ -27,7 +27,7 @@ from pipeline.export.qgis import (
     outline_style,
     to_text,
 )
-from pipeline.export.summary import ClassStats, class_stats
+from pipeline.export.summary import SQUARE_METRES_PER_HECTARE, ClassStats, cell_area_m2, class_stats
 from pipeline.mosaic import TOP_K, ClassMap
 
 GPKG_VERSION = "1.3"  # QGIS 3.22 warns on 1.4
@@ -50,11 +50,20 @@ def dissolved_classes(
 
     Polygons that end on a window's edge inside the map are kept apart and unioned per class at the
     end, so a class area cut by window edges comes out as one polygon, as from one whole read.
+
+    The windows may be sieved to a minimum mapping unit (:mod:`pipeline.export.sieve`): each row's
+    ``cell_count`` and ``area_ha`` are those of its polygons, i.e. of the windows given, while
+    ``mean_confidence`` comes from ``stats`` (the class's cells in the unsieved map: a cell merged
+    into a neighbour has no probability of its new class).
     """
     parts: dict[int, list] = defaultdict(list)
     seams: dict[int, list] = defaultdict(list)
+    counts: dict[int, int] = defaultdict(int)
     left, bottom, right, top = geobox.boundingbox[:4]
     for class_map, box in windows:
+        found, n = np.unique(class_map.classes[class_map.valid], return_counts=True)
+        for code, count in zip(found.tolist(), n.tolist(), strict=True):
+            counts[code] += count
         w_left, w_bottom, w_right, w_top = box.boundingbox[:4]
         # shapes() traces maximal 4-connected runs of equal code, so each class is the union of its parts.
         for geom, value in rasterio.features.shapes(
@@ -68,13 +77,14 @@ def dissolved_classes(
         # Not coverage_union: two windows trace a shared edge with different vertices.
         parts[code].extend(shapely.get_parts(shapely.union_all(polygons)))
     by_code = {s.code: s for s in stats}
+    cell_ha = cell_area_m2(geobox) / SQUARE_METRES_PER_HECTARE
     rows = [
         {
             "class_id": code,
             "class_name": by_code[code].name,
-            "area_ha": by_code[code].area_ha,
+            "area_ha": float(counts[code] * cell_ha),
             "mean_confidence": by_code[code].mean_confidence,
-            "cell_count": by_code[code].cells,
+            "cell_count": counts[code],
             "geometry": MultiPolygon(parts[code]),
         }
         for code in sorted(parts)

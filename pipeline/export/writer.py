@@ -147,6 +147,17 @@ class MapRasters:
                     )
                     yield MapWindow((rows, cols), class_map, self.geobox[rows, cols])
 
+    def class_windows(self, size: int = READ_WINDOW) -> Iterator[tuple[tuple[slice, slice], np.ndarray]]:
+        """The finished map's class codes alone, as (cells, codes) in the windows of :meth:`windows`
+        (the sieve's first pass: no probability is read)."""
+        self.close()
+        ny, nx = self.geobox.shape
+        with rasterio.open(self.paths["landcover"]) as classes:
+            for r0 in range(0, ny, size):
+                for c0 in range(0, nx, size):
+                    rows, cols = slice(r0, min(r0 + size, ny)), slice(c0, min(c0 + size, nx))
+                    yield (rows, cols), classes.read(1, window=Window(c0, r0, cols.stop - c0, rows.stop - r0))
+
     def overview(self, max_px: int = QUICKLOOK_MAX_PX) -> np.ndarray:
         """The class codes decimated so the longer side is at most ``max_px`` (nearest)."""
         self.close()

@@ -108,3 +108,29 @@ def test_keys_depend_on_model_and_rules(grid):
     assert key == block_key(block, grid, ["a"], MODEL, 0.5)
     assert key != block_key(block, grid, ["a"], "cd" * 32, 0.5)
     assert key != block_key(block, grid, ["a"], MODEL, 0.6)
+
+
+def test_a_10m_per_pixel_grid_counts_its_cells_by_area_and_keeps_exactly_the_cells_of_one_box_per_cell():
+    """Planning a 10 m map rasterises the area onto an edge block's cells instead of building one
+    box per cell, and counts a block wholly inside without any per-cell array: the same cells as
+    the box-per-cell rule, on an outline with a hole, a spike narrower than a cell and edges lying
+    exactly on cell edges."""
+    from dataclasses import replace
+
+    from pipeline.blocks import BlockCount, count_blocks
+    from pipeline.patches import cells_intersecting
+
+    grid = plan_grid(AOI, window_px=1, stride_px=1, margin_px=32, cells_per_chunk=32)
+    t = grid.cell_geobox.affine
+    x0, y0 = t.c + 200.0, t.f - 2_000.0  # 10 m cell edges: multiples of 10 from the grid origin
+    outline = shapely.Polygon([(x0, y0), (x0 + 1_500, y0), (x0 + 1_500, y0 + 700), (x0 + 753.7, y0 + 700),
+                               (x0 + 752, y0 + 1_700), (x0 + 750, y0 + 700), (x0, y0 + 1_021.5)],
+                              holes=[[(x0 + 250, y0 + 250), (x0 + 600, y0 + 250), (x0 + 420, y0 + 610)]])
+    grid = replace(grid, area=outline)
+    blocks = list(iter_blocks(grid))
+    assert any(b.inside.all() for b in blocks) and any(not b.inside.all() for b in blocks)
+    for block in blocks:
+        assert (block.inside == cells_intersecting(grid.cell_geobox[block.cells], outline)).all(), block.index
+    near = grid.cell_geobox[:256, :256]  # every cell the outline can meet
+    counted = count_blocks(grid)
+    assert counted == BlockCount(len(blocks), cells_intersecting(near, outline).sum())

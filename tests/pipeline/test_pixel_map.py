@@ -92,3 +92,41 @@ def test_a_10m_map_named_and_coloured_by_dynamic_world(desert):
     shares = {c["name"]: round(c["percent"], 1) for c in summary["classes"]}
     print("desert scene, share of mapped area per Dynamic World class:", shares)
     assert sum(shares.values()) == pytest.approx(100, abs=0.5)
+
+
+@pytest.fixture(scope="module")
+def demo_dw(desert, demo_world, tmp_path_factory):
+    """The demo world mapped with the imported network over a 2 km square (10 m, one block)."""
+    _, _, weights = desert
+    tmp = tmp_path_factory.mktemp("dw-demo")
+    (tmp / "aoi.geojson").write_text(json.dumps(demo_world.central_aoi(2.0)))
+    proc = subprocess.run(
+        [Path(sys.executable).parent / "landcover", "map", tmp / "aoi.geojson", "--source", "local", "--out", tmp / "map",
+         "--model", weights, "--workers", "1"],
+        capture_output=True, text=True, timeout=300, cwd=tmp, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "map"
+
+
+def test_the_demo_world_mapped_by_dynamic_world_at_10m_with_sieved_polygons(demo_dw):
+    from pipeline.export.sieve import label_patches
+
+    with rasterio.open(demo_dw / "landcover.tif") as src:
+        assert src.res == (10.0, 10.0)
+        codes = src.read(1)
+    with rasterio.open(demo_dw / "probabilities.tif") as src:
+        assert list(src.descriptions) == list(CLASSES)
+    summary = json.loads((demo_dw / "summary.json").read_text())
+    print("demo world, share of mapped area per Dynamic World class:",
+          {c["name"]: round(c["percent"], 1) for c in summary["classes"]})
+    assert {c["name"] for c in summary["classes"]} <= set(CLASSES) and summary["cells"]["valid"] > 30_000
+    assert "sieved to a minimum mapping unit of 0.5 ha (50 cells)" in summary["areas"]
+    polygons = pyogrio.read_dataframe(demo_dw / "landcover.gpkg", layer="landcover")
+    parts = [p for g in polygons.geometry for p in g.geoms]
+    _, patch_codes = label_patches(codes)
+    assert len(parts) < len(patch_codes)  # the sieve merged the small patches
+    # Only a patch with no neighbour of another class (an island in nodata) stays below the unit:
+    # its whole outline is the mapped area's edge.
+    edge = polygons.geometry.union_all().boundary.buffer(0.01)
+    assert all(edge.contains(p.exterior) for p in parts if p.area < 5_000)
