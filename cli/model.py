@@ -294,16 +294,12 @@ def write_window_raster(path: Path, windows, probs: np.ndarray, card, shape: tup
 
     from models.files import atomic_write
 
-    rows = sorted({r for r, _ in windows.origins})
-    cols = sorted({c for _, c in windows.origins})
+    from models.imagery import lattice
+
     if not path.parent.is_dir():
         raise ImageError(f"directory does not exist for {path}")
     size = windows.size_px
-    stride_r = rows[1] - rows[0] if len(rows) > 1 else size
-    stride_c = cols[1] - cols[0] if len(cols) > 1 else size
-    from models.imagery import lattice
-
-    grid = lattice(shape, size, size)
+    grid = lattice(shape, size, size)  # the lattice cut_windows used; windows lacking data stay 0
     r0, c0 = grid[0]
     n_rows, n_cols = len({r for r, _ in grid}), len({c for _, c in grid})
     codes = np.zeros((n_rows, n_cols), np.uint8)
@@ -311,8 +307,7 @@ def write_window_raster(path: Path, windows, probs: np.ndarray, card, shape: tup
     top = probs.argmax(1)
     for (r, c), k, p in zip(windows.origins, top, probs.max(1), strict=True):
         i, j = (r - r0) // size, (c - c0) // size
-        codes[i, j], percent[i, j] = card.class_codes[k], int(round(100 * float(p)))
-    del stride_r, stride_c
+        codes[i, j], percent[i, j] = card.class_codes[k], round(100 * float(p))
     out_transform = transform * Affine.translation(c0, r0) * Affine.scale(size)
     colours = {c.code: (*c.rgb, 255) for c in card.legend.classes}
 

@@ -89,16 +89,22 @@ class TrainingCommands:
     def active_learn(
         self,
         weights: Annotated[Path, typer.Argument(help="weights (.safetensors) with their model card")],
-        imagery: Annotated[Path | None, typer.Option(help="B04/B03/B02 reflectance raster the map was made from")] = None,
-        labels: Annotated[Path | None, typer.Option(help="GeoPackage of labelled polygons (class field) over the imagery")] = None,
-        out: Annotated[Path, typer.Option(help="GeoPackage to write the 'to_label' layer into")] = Path("to_label.gpkg"),
-        n: Annotated[int, typer.Option(help="how many patches to ask for")] = 50,
+        imagery: Annotated[Path | None, typer.Option(help="the map's composite.tif (`landcover map --save-composite`): "
+                                                       "the model's bands, named by band description")] = None,
+        labels: Annotated[Path | None, typer.Option(help="GeoPackage with labelled windows (class field) over the imagery")] = None,
+        layer: Annotated[str, typer.Option(help="with --labels: the labelled layer")] = "to_label",
+        out: Annotated[Path, typer.Option(help="GeoPackage to write the 'to_label' layer into (the map's landcover.gpkg "
+                                               "lists it in the map's .qgz)")] = Path("to_label.gpkg"),
+        n: Annotated[int, typer.Option(min=1, help="how many windows to ask for")] = 50,
         p_in: Annotated[float, typer.Option(help="share of queries from DBSS's inner branch")] = 0.5,
+        bands: Annotated[str | None, typer.Option(help="file band numbers of the model's bands, in the card's order "
+                                                       "(e.g. 3,2,1), when the imagery's bands are not named")] = None,
         simulate: Annotated[Path | None, typer.Option(help="instead: DBSS vs random on a training config's data")] = None,
         label_share: Annotated[float, typer.Option(help="simulation: final share of the pool labelled")] = 0.1,
     ) -> None:
-        """Write the N most valuable patches of a map as a 'to_label' layer for QGIS (DBSS), or
-        with --simulate compare DBSS and random queries at equal label budgets."""
+        """Write the N windows of a map the model is least sure of (DBSS on its own embeddings) as a
+        'to_label' layer with a QGIS form of the model's classes, or with --simulate compare DBSS and
+        random queries at equal label budgets. Works for every model family with windows."""
         from models.training.config import TrainConfigError
 
         if simulate is not None:
@@ -109,18 +115,58 @@ class TrainingCommands:
             console.print(f"active-learning curves: {path}")
             return
         if imagery is None:
-            raise TrainConfigError("give --imagery (the reflectance raster of the map) or --simulate CONFIG")
-        frame = query_map(weights, imagery, labels, n=n, p_in=p_in)
-        from models.active import write_to_label
+            raise TrainConfigError("give --imagery (the map's composite.tif, from `landcover map --save-composite`) "
+                                   "or --simulate CONFIG")
+        picked = query_map(weights, imagery, labels, n=n, p_in=p_in, layer=layer, bands=parse_bands(bands))
+        project = write_query(picked, out)
+        if len(picked.frame) < n:
+            console.print(f"[yellow]{len(picked.frame)} of the {n} windows asked for:[/yellow] {picked.shortfall}",
+                          highlight=False, soft_wrap=True)
+        fields = "' and '".join(picked.fields)
+        console.print(f"{len(picked.frame)} windows to label: layer 'to_label' in {out}"
+                      + (f" (listed in {project})" if project else "")
+                      + f"; pick each window's class in its '{fields}' field in QGIS, then "
+                      f"`landcover finetune {weights} --labels {out} --imagery {imagery}`", highlight=False, soft_wrap=True)
 
-        write_to_label(frame, out)
-        console.print(f"{len(frame)} patches to label: layer 'to_label' in {out} (fill its 'class' field in QGIS, "
-                      f"then train with a user-labels source)")
+    def finetune(
+        self,
+        base: Annotated[Path, typer.Argument(help="the weights to continue from (.safetensors with their card)")],
+        labels: Annotated[Path, typer.Option(help="GeoPackage with the labelled layer (e.g. the map's landcover.gpkg)")],
+        imagery: Annotated[Path, typer.Option(help="the imagery the labels sit on (the map's composite.tif)")],
+        layer: Annotated[str, typer.Option(help="the labelled layer")] = "to_label",
+        name: Annotated[str | None, typer.Option(help="name of the new weights (default: <base>-ft-<date>)")] = None,
+        out_dir: Annotated[Path | None, typer.Option(help="folder for the new weights (default: the labels' folder)")] = None,
+        holdout: Annotated[float, typer.Option(help="share of the labels held out to measure before/after")] = 1 / 3,
+        epochs: Annotated[int | None, typer.Option(min=1, help="epochs (default: 6)")] = None,
+        replay_windows: Annotated[int, typer.Option(min=0, help="at most this many replayed training windows")] = 256,
+        bands: Annotated[str | None, typer.Option(help="file band numbers of the model's bands (e.g. 3,2,1) when "
+                                                       "the imagery's bands are not named")] = None,
+        seed: Annotated[int, typer.Option(help="seed of the hold-out draw, the replay sample and training")] = 0,
+        threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: all)")] = None,
+    ) -> None:
+        """Continue training from BASE on your labels joined to a replay of the data BASE was trained on
+        (the demo world for demo models); prints and records agreement before and after on held-out labels
+        and on the replay's validation windows. The documented way to learn from labels (`train` trains
+        from a dataset)."""
+        from models.finetune import FinetuneSettings, finetune
+        from pipeline.demo.replay import demo_replay
+
+        settings = FinetuneSettings(name=name, holdout=holdout, epochs=epochs, seed=seed, threads=threads)
+        result = finetune(base, labels, imagery, layer=layer, out_dir=out_dir, settings=settings,
+                          replay_loader=lambda card, w: demo_replay(card, w, max_train=replay_windows, seed=seed),
+                          bands=parse_bands(bands), log=lambda line: console.print(line, highlight=False, soft_wrap=True))
+        before, after, m = result.report["before"], result.report["after"], result.report["metrics"]
+        console.print(f"held-out labels (n={m['finetune_held_out_n']}): agreement {before['held_out']:.1%} -> "
+                      f"{after['held_out']:.1%}; replay validation (n={m['finetune_replay_validation_n']}): "
+                      f"{before['replay_validation']:.1%} -> {after['replay_validation']:.1%}", highlight=False)
+        console.print(f"weights: {result.weights} ({result.seconds:.0f} s); map with `landcover map --model {result.weights}`",
+                      highlight=False, soft_wrap=True)
+        typer.echo(str(result.weights))
 
 
 def register(app: typer.Typer, sources: Mapping[str, SourceLoader] | None = None,
              window_sources: Mapping[str, WindowLoader] | None = None) -> None:
-    """Add ``train``, ``evaluate`` and ``active-learn`` to ``app``.
+    """Add ``train``, ``evaluate``, ``active-learn`` and ``finetune`` to ``app``.
 
     ``sources``: loaders of the sources models/ cannot load alone, by source name; the main CLI
     passes ``{"demo-world": pipeline.demo.dataset.demo_world_source}``. Without one, a config
@@ -130,6 +176,7 @@ def register(app: typer.Typer, sources: Mapping[str, SourceLoader] | None = None
     app.command("train")(commands.train)
     app.command("evaluate")(commands.evaluate)
     app.command("active-learn")(commands.active_learn)
+    app.command("finetune")(commands.finetune)
 
 
 # --------------------------------------------------------------------------- workers
@@ -147,7 +194,8 @@ def _report(metrics) -> None:
 
 
 def embed(model, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(softmax probabilities, penultimate embeddings) of uint8 LR patches."""
+    """(softmax probabilities, penultimate embeddings) of uint8 LR patches of a seed-family model
+    (what the --simulate comparison trains heads on)."""
     import torch
 
     from models.preprocess import to_model_input
@@ -163,46 +211,85 @@ def embed(model, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.nd
 
 
 def confident_share(probs: np.ndarray) -> np.ndarray:
-    """Stand-in labels before the user has labelled anything: per predicted class, the patches at
-    or above that class's median confidence. Relative, not a fixed cut-off: with label smoothing
-    (0.15) many patches of a well-mapped class stay below 0.9, and a class with none above a fixed
-    cut-off would get no centre at all."""
-    guess, confidence = probs.argmax(1), probs.max(1)
-    keep = np.zeros(len(probs), dtype=bool)
-    for c in np.unique(guess):
-        members = guess == c
-        keep |= members & (confidence >= np.median(confidence[members]))
-    return keep
+    """Stand-in labels before the user has labelled anything (see :func:`models.active.confident_share`)."""
+    from models.active import confident_share as share
+
+    return share(probs)
 
 
-def query_map(weights: Path, imagery: Path, labels: Path | None, *, n: int, p_in: float):
-    """DBSS over every window of ``imagery``; centres from the user's labels, or - before any
-    labelling - from the model's own confident predictions."""
+def parse_bands(text: str | None) -> list[int] | None:
+    """``"3,2,1"`` -> [3, 2, 1]; None stays None."""
+    from models.imagery import ImageryError
+
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ImageryError(f"--bands {text!r} must be file band numbers separated by commas, e.g. 3,2,1") from None
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The windows active learning picked, as the to_label layer, and how to style it."""
+
+    frame: object  # GeoDataFrame
+    fields: tuple[str, ...]
+    classes: list[tuple[int, str, tuple[int, int, int]]]  # (code, name, rgb) of the model's classes
+    shortfall: str = ""  # why fewer than asked, if so
+
+
+def query_map(weights: Path, imagery: Path, labels: Path | None, *, n: int, p_in: float, layer: str = "to_label",
+              bands: list[int] | None = None) -> Picked:
+    """DBSS over every window of ``imagery`` (the card's bands, windows of its footprint) in the
+    model's own embedding; centres from the user's labelled windows, or - before any labelling -
+    from the model's own confident top classes (multi-label models: the top class too)."""
     from shapely.geometry import box
 
-    from models.active import dbss_select, to_label_frame
-    from models.checkpoint import load_model
-    from models.datasets import read_reflectance_raster, unlabelled_patches, user_label_patches
+    from models.active import dbss_select, label_fields, query_shortfall, stand_in_centres, to_label_frame
+    from models.imagery import classify, cut_windows, read_imagery, windows_at
+    from models.predictor import Predictor
 
-    model, _ = load_model(weights)
-    refl, transform, crs = read_reflectance_raster(imagery)
-    pool = unlabelled_patches(refl, transform, crs, source=Path(imagery).stem)
-    probs, emb = embed(model, pool.images)
+    predictor = Predictor.from_path(weights, device="cpu")
+    card = predictor.card
+    card.require_windows("active learning")
+    image = read_imagery(imagery, card, bands=bands)
+    pool = cut_windows(image, card)
+    pred = classify(predictor, pool.data)
+    probs, emb = pred.probs, pred.embeddings
+    fields = label_fields(card.task)
+    keep = np.ones(len(pool), bool)
     if labels is not None:
-        lab = user_label_patches(labels, imagery)
-        lab_emb = embed(model, lab.images)[1]
-        lab_y = lab.labels
-        taken = set(lab.ids)
-        keep = np.array([i not in taken for i in pool.ids])
+        from models.finetune import main_classes, read_labels
+
+        (centres, _), _, ids, written = read_labels(labels, layer, card, fields, minimum=2, purpose="DBSS")
+        done = windows_at(image, card, centres, ids)
+        lab_emb = classify(predictor, done.data).embeddings
+        lab_y = main_classes(written, card)  # a multi-label row's first field (documented in models.active)
+        taken = {tuple(o) for o in done.origins}
+        keep = np.array([tuple(o) not in taken for o in pool.origins], bool)
     else:
-        confident = confident_share(probs)
-        lab_emb, lab_y = emb[confident], probs[confident].argmax(1)
-        keep = np.ones(len(pool), bool)
+        lab_emb, lab_y = stand_in_centres(probs, emb)
     cand = np.flatnonzero(keep)
+    shortfall = query_shortfall(n, len(cand), len(pool), imagery)
     q = dbss_select(emb[cand], lab_emb, lab_y, n, p_in)
     q = type(q)(cand[q.index], q.branch, q.score)
-    geoms = [box(*f) for f in pool.footprints]  # type: ignore[union-attr]
-    return to_label_frame(geoms, pool.crs, pool.ids, probs, q)
+    frame = to_label_frame([box(*b) for b in pool.bounds], pool.crs, pool.ids, probs, q,
+                           class_names=card.classes, class_codes=card.class_codes, fields=fields)
+    legend = {c.name: c for c in card.legend.classes}
+    classes = [(int(legend[name].code), name, tuple(legend[name].rgb)) for name in card.classes]
+    return Picked(frame, fields, classes, shortfall)
+
+
+def write_query(picked: Picked, out: Path) -> Path | None:
+    """Write the to_label layer with its default style into ``out`` (whole-file atomic) and list it
+    in the map's .qgz beside it; returns the project updated, if any."""
+    from models.active import write_to_label
+    from pipeline.export import labelling
+
+    write_to_label(picked.frame, out, styles=labelling.style_rows(picked.classes, picked.fields))
+    crs = picked.frame.crs.to_wkt() if picked.frame.crs is not None else None  # type: ignore[attr-defined]
+    return labelling.add_to_project(out, picked.classes, picked.fields, crs) if crs else None
 
 
 def simulate_cycle(weights: Path, cfg, *, label_share: float = 0.1, p_in: float = 0.5, cycles: int = 4,

@@ -13,6 +13,14 @@ before the output:
 
 SSAS (self-supervised sample augmentation): an unlabelled sample gets a pseudo-label when
 the models of two consecutive cycles predict the same class for it.
+
+Every model family is queried the same way: DBSS runs in the model's own embedding (the pooled
+features before its classifier). Class centres need one class per labelled sample: a user's
+labelled window gives its first listed class; before any labelling each window's *top* class
+(the argmax of the softmax, or of the independent sigmoids of a multi-label model) stands in,
+from the more confident half of the windows of each top class (:func:`stand_in_centres`). A
+window of several classes thus lends its embedding to its dominant class's centre only, which
+keeps centres as tight as in the single-label case.
 """
 
 from __future__ import annotations
@@ -94,6 +102,35 @@ def dbss_select(
     branch = ["inner"] * len(inner) + ["border"] * len(border)
     score = np.concatenate([s_in[inner], s_b[border]]) if n else np.zeros(0)
     return Query(index, branch, score.astype(np.float64))
+
+
+def confident_share(probs: np.ndarray) -> np.ndarray:
+    """Stand-in labels before the user has labelled anything: per top class, the windows at or
+    above that class's median confidence. Relative, not a fixed cut-off: with label smoothing
+    (0.15) many windows of a well-mapped class stay below 0.9, and a class with none above a
+    fixed cut-off would get no centre at all."""
+    guess, confidence = probs.argmax(1), probs.max(1)
+    keep = np.zeros(len(probs), dtype=bool)
+    for c in np.unique(guess):
+        members = guess == c
+        keep |= members & (confidence >= np.median(confidence[members]))
+    return keep
+
+
+def stand_in_centres(probs: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, top classes) of the confident windows that stand in for labels (any task)."""
+    keep = confident_share(probs)
+    return embeddings[keep], probs[keep].argmax(1)
+
+
+def query_shortfall(asked: int, candidates: int, windows: int, imagery: object) -> str:
+    """Why fewer than ``asked`` windows can be written ('' when ``asked`` can be)."""
+    if candidates >= asked:
+        return ""
+    labelled = windows - candidates
+    return (f"{imagery} has {windows} windows with at least 90% clear pixels"
+            + (f", {labelled} of them labelled already" if labelled else "")
+            + f", so {candidates} can be asked for; map a larger area or lower --n")
 
 
 def random_select(pool_size: int, n: int, rng: np.random.Generator) -> Query:
@@ -215,50 +252,101 @@ def _savefig(fig, path: Path) -> None:
 # --------------------------------------------------------------------------- QGIS layer
 
 
+LABEL_FIELD = "class"
+# Multi-label models: a window may hold several classes; the user picks one per field (QGIS's
+# value-map form takes one value a field), the most extensive first.
+MULTI_LABEL_FIELDS: tuple[str, ...] = ("class", "class_2", "class_3")
+
+
+def label_fields(task: str) -> tuple[str, ...]:
+    """The fields of the ``to_label`` layer a user fills: one for single-label models, three for multi-label."""
+    return MULTI_LABEL_FIELDS if task == "multi-label" else (LABEL_FIELD,)
+
+
 def to_label_frame(
     geometries: Sequence,
     crs,
     patch_ids: Sequence[str],
     probabilities: np.ndarray,
     query: Query,
+    *,
+    class_names: Sequence[str] = CLASS_NAMES,
+    class_codes: Sequence[int] | None = None,
+    fields: Sequence[str] = (LABEL_FIELD,),
 ):
-    """GeoDataFrame of the queried patches: the model's guess, its confidence, why it was
-    picked, and an empty ``class`` field for the user to fill in QGIS."""
+    """GeoDataFrame of the queried patches: the model's guess (its top class, by the card's
+    ``class_names`` in output order, with its map code), its confidence, why it was picked, and
+    empty label ``fields`` for the user to fill in QGIS."""
     import geopandas as gpd
 
+    codes = list(class_codes) if class_codes is not None else [class_code(i) for i in range(len(class_names))]
     idx = query.index
     guess = probabilities[idx].argmax(axis=1)
-    return gpd.GeoDataFrame(
-        {
-            "patch_id": [patch_ids[i] for i in idx],
-            "rank": np.arange(1, len(idx) + 1, dtype=np.int32),
-            "guess": [CLASS_NAMES[g] for g in guess],
-            "guess_code": [class_code(int(g)) for g in guess],
-            "confidence": probabilities[idx].max(axis=1).astype(np.float64),
-            "branch": list(query.branch),
-            "score": query.score,
-            "class": [""] * len(idx),
-        },
-        geometry=[geometries[i] for i in idx],
-        crs=crs,
-    )
+    columns: dict[str, object] = {
+        "patch_id": [patch_ids[i] for i in idx],
+        "rank": np.arange(1, len(idx) + 1, dtype=np.int32),
+        "guess": [class_names[g] for g in guess],
+        "guess_code": [int(codes[g]) for g in guess],
+        "confidence": probabilities[idx].max(axis=1).astype(np.float64),
+        "branch": list(query.branch),
+        "score": query.score,
+    }
+    for name in fields:
+        columns[name] = [""] * len(idx)
+    return gpd.GeoDataFrame(columns, geometry=[geometries[i] for i in idx], crs=crs)
 
 
-def write_to_label(frame, path: Path, layer: str = "to_label") -> None:
-    """Write the layer into a GeoPackage (GPKG 1.3 for QGIS 3.22), replacing that layer only.
+def write_to_label(frame, path: Path, layer: str = "to_label", styles=None) -> None:
+    """Write the layer into a GeoPackage (GPKG 1.3 for QGIS 3.22), replacing that layer only, and
+    optionally its default style (``styles``: layer_styles rows, see ``pipeline.export.vector.style_rows``).
 
-    A new file is written to a temporary name and renamed; an existing GeoPackage (a map the
-    pipeline wrote) gets the layer replaced in place, which SQLite makes atomic.
+    The GeoPackage is written whole under a temporary name - a copy of the existing file (a map the
+    pipeline wrote) with the layer replaced, or a new file - and renamed into place, so QGIS or a
+    killed command never sees half a file.
     """
+    import shutil
+
     import pyogrio
 
     path = Path(path)
-    if path.exists():
-        pyogrio.write_dataframe(frame, path, layer=layer, driver="GPKG", layer_options={"OVERWRITE": "YES"})
-        return
 
-    def write_new(tmp: Path) -> None:
-        tmp.unlink()  # GDAL will not create a GeoPackage over the empty file the temporary name starts as
-        pyogrio.write_dataframe(frame, tmp, layer=layer, driver="GPKG", dataset_options={"VERSION": "1.3"})
+    def write(tmp: Path) -> None:
+        if path.exists():
+            shutil.copyfile(path, tmp)
+            pyogrio.write_dataframe(frame, tmp, layer=layer, driver="GPKG", layer_options={"OVERWRITE": "YES"})
+        else:
+            tmp.unlink()  # GDAL will not create a GeoPackage over the empty file the temporary name starts as
+            pyogrio.write_dataframe(frame, tmp, layer=layer, driver="GPKG", dataset_options={"VERSION": "1.3"})
+        if styles is not None:
+            replace_style_rows(tmp, styles)
 
-    atomic_write(path, write_new)
+    atomic_write(path, write)
+
+
+def replace_style_rows(gpkg: Path, styles) -> None:
+    """Put ``styles`` (a DataFrame of layer_styles rows) into the GeoPackage, replacing the rows of
+    the same layers and keeping every other layer's style."""
+    import sqlite3
+
+    import pyogrio
+
+    with sqlite3.connect(gpkg) as db:
+        exists = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='layer_styles'").fetchone()
+        if exists:
+            names = list(styles["f_table_name"])
+            db.execute(f"DELETE FROM layer_styles WHERE f_table_name IN ({','.join('?' * len(names))})", names)
+            columns = [c for c in styles.columns]
+            rows = [tuple(_sql_value(v) for v in row) for row in styles[columns].itertuples(index=False)]
+            db.executemany(f"INSERT INTO layer_styles ({','.join(columns)}) VALUES ({','.join('?' * len(columns))})", rows)
+    if not exists:
+        pyogrio.write_dataframe(styles, gpkg, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"})
+
+
+def _sql_value(value):
+    import pandas as pd
+
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, (np.bool_, bool)):
+        return int(value)
+    return value

@@ -105,14 +105,19 @@ class TrainConfig(_Strict):
         return self
 
 
-def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "config"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key (check its spelling against models/configs/demo.yaml)"
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {msg}{more}"
+def every_error(exc: ValidationError, example: str = "models/configs/demo.yaml") -> str:
+    """Every missing or wrong field of a config in one line: ``where: problem; where: problem``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "missing":
+            msg = "missing"
+        elif err["type"] == "extra_forbidden":
+            msg = f"unknown key (check its spelling against {example})"
+        else:
+            msg = err["msg"]
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
 
 
 def load_config(path: Path) -> TrainConfig:
@@ -129,7 +134,8 @@ def load_config(path: Path) -> TrainConfig:
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        raise TrainConfigError(f"{path}: {_one_line(exc)}") from None
+        raise TrainConfigError(f"{path}: {every_error(exc)} (see models/configs/demo.yaml; to learn from labels "
+                               "use `landcover finetune`)") from None
 
 
 def config_digest(config: TrainConfig) -> str:

@@ -279,6 +279,7 @@ def load_timm_config(path: Path) -> TimmTrainConfig:
     try:
         return TimmTrainConfig.model_validate(yaml.safe_load(Path(path).read_text()))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise TimmTrainError(f"{path}: {where}: {err['msg']} (see models/configs/demo-multiband.yaml)") from None
+        from models.training.config import every_error
+
+        raise TimmTrainError(f"{path}: {every_error(exc, 'models/configs/demo-multiband.yaml')} "
+                             "(see models/configs/demo-multiband.yaml)") from None

@@ -12,6 +12,28 @@ def test_config_refuses_unknown_keys_in_one_line(tmp_path):
         load_config(path)
     assert "\n" not in str(err.value)
 
+def test_every_missing_or_wrong_field_is_named_in_one_message(tmp_path):
+    """The README's old one-line config lacked `name` and `validation`: both are named at once."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {source: user-labels, path: l.gpkg, layer: to_label, imagery: c.tif}\nseed: many\n")
+    with pytest.raises(TrainConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in ("name: missing", "validation: missing", "seed: Input should be a valid integer", "landcover finetune"):
+        assert fragment in message
+
+
+def test_a_timm_config_names_every_problem_too(tmp_path):
+    from models.training.timm import TimmTrainError, load_timm_config
+
+    path = tmp_path / "t.yaml"
+    path.write_text("family: timm\nepochs: 0\ntrain: {source: demo-world}\n")
+    with pytest.raises(TimmTrainError) as err:
+        load_timm_config(path)
+    assert all(f in str(err.value) for f in ("name: missing", "validation: missing", "epochs: Input should be greater"))
+
+
 def test_config_refuses_an_unknown_profile(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("name: x\nprofile: huge\ntrain: {source: patches}\nvalidation: {source: patches}\n")

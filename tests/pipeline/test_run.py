@@ -175,7 +175,7 @@ def test_save_composite_writes_the_imagery_that_active_learning_queries(demo_wor
     item = json.loads((out / "item.json").read_text())
     assert item["assets"]["composite"]["href"].endswith("composite.tif")
 
-    frame = query_map(DEMO_WEIGHTS, out / "composite.tif", None, n=6, p_in=0.5)  # a trained embedding
+    frame = query_map(DEMO_WEIGHTS, out / "composite.tif", None, n=6, p_in=0.5).frame  # a trained embedding
     assert len(frame) == 6 and frame.crs.to_epsg() == 32632
     assert set(frame["branch"]) <= {"inner", "border"} and (frame["class"] == "").all()
     write_to_label(frame, out / "landcover.gpkg")
