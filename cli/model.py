@@ -148,7 +148,8 @@ def _params_table(counts: dict[str, int]) -> Table:
 
 @model_app.command("info")
 def info(
-    path: Path = typer.Argument(..., help="Weights (.safetensors/.pth), card JSON beside them if any."),
+    path: Path = typer.Argument(..., help="Weights (.safetensors/.pth) with their card JSON beside them, or the repo "
+                                "id of an installed model (e.g. google/dynamicworld)."),
     profile: Optional[str] = typer.Option(None, help="Profile, if the weights have no card (default: from shapes)."),
     variant: Optional[str] = typer.Option(None, help="SR variant: esrgan | seed-classifier."),
 ) -> None:
@@ -157,7 +158,7 @@ def info(
     from models.classifier import count_parameters
 
     try:
-        model, card = load_model(path, profile=profile, variant=variant)
+        model, card = load_model(installed(path), profile=profile, variant=variant)
     except LandcoverError as e:
         raise _fail(e) from None
     out = Console()
@@ -172,6 +173,14 @@ def info(
                                  "total": total}))
     else:
         out.print(_params_table(count_parameters(model)))
+
+
+def installed(path: Path) -> Path:
+    """A weights path as given, or the weights of an installed model named by its repo id (as
+    `landcover map --model` takes them)."""
+    from pipeline.plan import model_path
+
+    return path if path.exists() else model_path(path)
 
 
 def _head_parameters(model) -> int:
@@ -198,7 +207,9 @@ def _report_installed(weights: Path) -> None:
         metrics = "; ".join(f"{m.name} {m.value:g} ({m.split})" for m in card.published_metrics) or "none published"
         err.print(f"installed {card.model_id} ({card.architecture.model_name if card.architecture else card.profile}, "
                   f"{card.licence or 'licence unknown'}): bands {bands}, {len(card.classes)} classes {card.task}, "
-                  f"window {card.window_px} px; published metrics: {metrics}; card {card_path(weights)}",
+                  + (f"per pixel at {card.pixel.resolution_m:g} m; " if card.family == "per-pixel"
+                     else f"window {card.window_px} px; ")
+                  + f"published metrics: {metrics}; card {card_path(weights)}",
                   highlight=False, soft_wrap=True)
     typer.echo(str(weights))
 
@@ -366,7 +377,8 @@ def _predict_pixels(predictor, image: Path, *, as_json: bool, top: int) -> None:
 
 @model_app.command("predict")
 def predict(
-    path: Path = typer.Argument(..., help="Weights (.safetensors/.pth), card JSON beside them if any."),
+    path: Path = typer.Argument(..., help="Weights (.safetensors/.pth) with their card JSON beside them, or the repo "
+                                "id of an installed model."),
     image: Path = typer.Argument(..., help="GeoTIFF of the model's bands (e.g. the map's composite.tif or a window of "
                                  "it; bands found by description or --bands), or an RGB picture (PNG) for RGB models."),
     as_json: bool = typer.Option(False, "--json", help="Print every class probability as JSON, in class order "
@@ -389,7 +401,7 @@ def predict(
     from models.predictor import Predictor
 
     try:
-        model, card = load_model(path, profile=profile, variant=variant)
+        model, card = load_model(installed(path), profile=profile, variant=variant)
         if card.family == "per-pixel":  # a class per pixel: the shares of the image's pixels
             _predict_pixels(Predictor(model, card, device=device, batch_size=1), image, as_json=as_json, top=top)
             return

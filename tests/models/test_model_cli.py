@@ -116,3 +116,20 @@ def test_a_multiband_geotiff_without_band_names_is_refused(small_weights, tmp_pa
 def test_missing_weights_are_a_one_line_error(tmp_path):
     result = runner.invoke(model_app, ["info", str(tmp_path / "nope.safetensors")])
     assert result.exit_code == 2 and result.output.strip() == f"error: weights file not found: {tmp_path / 'nope.safetensors'}"
+
+
+def test_model_info_takes_the_repo_id_of_an_installed_model(tmp_path, monkeypatch, tiny_model):
+    """As `landcover map --model` does: a repo id finds the weights in the model cache."""
+    import shutil
+
+    from models.card import card_path
+
+    cache = tmp_path / "cache"
+    installed = cache / "models" / "someone" / "tiny" / "main"
+    installed.mkdir(parents=True)
+    shutil.copy(tiny_model, installed / "model.safetensors")
+    shutil.copy(card_path(tiny_model), installed / "model.json")
+    monkeypatch.setenv("LANDCOVER_CACHE", str(cache))
+    result = CliRunner().invoke(model_app, ["info", "someone/tiny"])
+    assert result.exit_code == 0, result.output
+    assert "total" in result.output
