@@ -3,6 +3,7 @@
     python -m benchmarks [--full-tile] [--detail]
     python -m benchmarks --scale
 
+:mod:`benchmarks.blocks` compares a classifier's backbone once per block with windows (issue #22).
 ``--detail`` also runs :mod:`benchmarks.detail` (detailed maps against the demo truth, issue #12).
 ``--scale`` runs :mod:`benchmarks.scale` alone (planning at 1-1,000 MGRS tiles, client memory of
 pixel runs over the multi-tile demo world; issue #11).
@@ -10,7 +11,7 @@ pixel runs over the multi-tile demo world; issue #11).
 
 import sys
 
-from benchmarks import demo_world, models, pipeline, pixels
+from benchmarks import blocks, demo_world, models, pipeline, pixels
 
 if __name__ == "__main__":
     args = sys.argv[1:]
@@ -24,6 +25,7 @@ if __name__ == "__main__":
     models.main([])
     pipeline.main(["--full-tile"] if full else [])
     pixels.main([])
+    blocks.main(["--full-tile"] if full else [])
     if "--detail" in args:
         from benchmarks import detail
 

@@ -2,10 +2,15 @@
 
 The seed family (``SRClassifier``) takes uint8 RGB patches; the timm family (``TimmClassifier``,
 the reBEN layout) takes standardised multi-band windows. :meth:`Predictor.predict_reflectance`
-takes reflectance windows of the card's bands and applies whichever preprocessing the card names.
+takes reflectance windows of the card's bands and applies whichever preprocessing the card names;
+:meth:`Predictor.predict_reflectance_block` runs a fully convolutional timm backbone once over a
+whole block (the head at every feature position), the map's block path.
 
 Eval mode and ``torch.inference_mode`` always; channels_last memory format (faster for these
-convolutions on CPU as well as GPU); on CUDA, bf16 autocast. The batch size halves on an
+convolutions on CPU as well as GPU); on CUDA, bf16 autocast. bf16 on CPU is not the
+default: on this AMX CPU it runs a ResNet50 block 2x faster, but its rounding flips near-tied
+classes at block edges (99.4% agreement, below the 99.5% the block path is held to;
+``python -m benchmarks.blocks``). The batch size halves on an
 out-of-memory error and the batch is retried, so one worker configuration fits any device.
 """
 
@@ -200,6 +205,54 @@ class Predictor:
 
             (probs,) = self._batched(len(windows), inputs, step)
         return probs.astype(np.float32)
+
+    def predict_reflectance_block(self, image: np.ndarray) -> np.ndarray:
+        """timm family, fully convolutional backbones: one reflectance image (bands, H, W) of the card's
+        bands, seen at the card's input scale (one pixel per pixel of its patch) -> class
+        probabilities (C, h, w) in the card's class order, one vector per feature-map position
+        (every :meth:`feature_lattice` stride), from one backbone pass over the whole image.
+
+        Each position is what :meth:`predict_reflectance_dense` gives for the windows that hold it,
+        without recomputing the overlaps; unlike a window, a position sees the real pixels around
+        it rather than the zero padding at a window's edge. H and W should be multiples of the
+        network's stride (the caller pads), so every position is a whole stride of the image.
+        """
+        from models.dense import dense_logits
+
+        if self.card.family != "timm" or image.ndim != 3 or image.shape[0] != len(self.card.bands):
+            raise PatchError(f"block evaluation takes one (bands={len(self.card.bands)}, H, W) image of a timm "
+                             f"model's bands, got {tuple(image.shape)} for a {self.card.family} model")
+        norm = self.card.normalisation
+        multi = self.card.task == "multi-label"
+
+        def step(x: Tensor) -> tuple[Tensor]:
+            logits = dense_logits(self.model, x).float()
+            return (torch.sigmoid(logits) if multi else torch.softmax(logits, dim=1),)
+
+        (probs,) = self._batched(1, lambda a, b: standardise_reflectance(
+            image[None], norm.mean, norm.std, dn_scale=norm.dn_scale, offset_dn=norm.offset_dn), step)
+        return probs[0].astype(np.float32)
+
+    def feature_lattice(self) -> tuple[int, float]:
+        """Where the feature-map positions of :meth:`predict_reflectance_block` sit: the stride in input
+        pixels and the centre of position 0 (pixel coordinates, pixel i spanning [i, i + 1)).
+
+        Measured, not assumed: the stride from the map size of a blank input, the centre as the
+        centroid of the input gradient of an interior position (a ResNet centres position k on
+        pixel 32 k, a ConvNeXt's patchify stem on the middle of its stride, 32 k + 16)."""
+
+        side = 320
+        probe = torch.randn(1, len(self.card.bands), side, side, generator=torch.Generator().manual_seed(0))
+        x = probe.to(self.device).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        with torch.enable_grad():
+            feats = self.model.net.forward_features(x)
+            stride = side // feats.shape[-1]
+            k = feats.shape[-1] // 2
+            (grad,) = torch.autograd.grad(feats[0, :, k, k].abs().sum(), x)  # leaves the weights' .grad alone
+        weight = grad.abs().sum(dim=(0, 1)).double().cpu()
+        at = torch.arange(side, dtype=torch.float64) + 0.5
+        centre = float(((weight.sum(dim=1) * at).sum() + (weight.sum(dim=0) * at).sum()) / (2 * weight.sum()))
+        return stride, round(centre - k * stride, 1)
 
     def predict_pixels(self, images: np.ndarray) -> np.ndarray:
         """per-pixel family: reflectance images (N, bands, H, W) of the card's bands -> class

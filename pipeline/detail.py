@@ -16,11 +16,22 @@ Pure numpy geometry; the model is a callable. A block of the map is classified i
 4. **Cells** of ``cell_px`` average the field over ``k x k`` sample points (``k = ceil(cell_px /
    10)``, about one per 100 m), so a cell reports the mean of what covers it, not one point.
 
+**Block path** (``path="block"``, backbones with no global operation before the head: ResNet,
+ConvNeXt, RegNetX; the plan chooses it by architecture, :func:`pipeline.plan.evaluation_path`):
+steps 1-2 become one backbone pass over the whole block padded by a halo, with the head at every
+feature-map position (every ``feature_stride_px``, e.g. 32 px, on a lattice shared by every block
+of the map), so each pixel's features are computed once instead of once per window holding it.
+Step 3 blends each position as the dense value of a window of ``window_px`` centred on it, with
+the same taper. The halo is the context a position near a block's edge needs to give the
+one-block answer (:data:`models.reben.BLOCK_HALO_PX`, chosen by measurement).
+
 Margin: a block's pixels are its cells padded by ``margin_px = window_px`` on every side, so every
 window with weight on a cell of the block lies inside the padded block (a window starting more
-than ``window_px`` before a cell cannot reach it); none when the windows are the cells. Memory is bounded by ``max_batch_bytes`` for
+than ``window_px`` before a cell cannot reach it); none when the windows are the cells; the halo
+on the block path. Memory is bounded by ``max_batch_bytes`` for
 the windows in flight plus a few arrays of (classes, samples) per block (~50 MB for a 8 x 8 km
-block at 10 m, 19 classes).
+block at 10 m, 19 classes); on the block path by one block's activations instead (a ResNet50 over
+a 9.6 km block and its halo, 1344 px: ~0.4 GiB in fp32, measured).
 
 Measured on the demo truth (``python -m benchmarks.detail``): dense evaluation, stride window / 3,
 100 m cells and ``gaussian`` weights are the map's defaults (:mod:`pipeline.settings`). With
@@ -32,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -41,6 +52,8 @@ from pipeline.errors import LandcoverError
 
 WeightKind = Literal["hann", "gaussian", "box"]
 WEIGHT_KINDS: tuple[WeightKind, ...] = ("hann", "gaussian", "box")
+# How the model is evaluated: a forward pass per window, or the backbone once over the block.
+EvalPath = Literal["windows", "block"]
 # Sample points per cell side: one per this many pixels (100 m at 10 m), at least one.
 SAMPLE_SPACING_PX = 10
 MAX_BATCH_BYTES = 64 * 2**20
@@ -73,6 +86,16 @@ class DetailPlan:
     read_factor: int = 1
     # Pixels between sample points (about 100 m); a plan on coarser pixels keeps the same ground spacing.
     sample_spacing_px: float = SAMPLE_SPACING_PX
+    # "block": a fully convolutional backbone runs once over the block padded by ``halo_px``, the head
+    # at every feature-map position (every ``feature_stride_px``); each position is blended as the
+    # dense value of a window of ``window_px`` centred on it (``feature_centre_px``: where position
+    # 0 sits, measured on the worker). "windows": every window its own forward pass.
+    path: EvalPath = "windows"
+    halo_px: int = 0
+    feature_stride_px: int = 32
+    feature_centre_px: float = 0.0
+    # Why the plan chose this path (for the plan's display and the provenance); no part of the result.
+    path_reason: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if min(self.window_px, self.stride_px, self.cell_px, self.dense_grid, self.read_factor) < 1 \
@@ -82,6 +105,14 @@ class DetailPlan:
             raise DetailError(f"stride {self.stride_px} px exceeds the window {self.window_px} px and would leave gaps")
         if self.weight not in WEIGHT_KINDS:
             raise DetailError(f"unknown weight {self.weight!r}; use one of {', '.join(WEIGHT_KINDS)}")
+        if self.path == "block" and (self.halo_px < 0 or self.feature_stride_px < 1 or self.one_window_per_cell):
+            raise DetailError(f"block evaluation needs overlapping windows, a non-negative halo and a positive "
+                              f"feature stride: {self}")
+
+    def evaluated_per_block(self, halo_px: int, feature_stride_px: int) -> DetailPlan:
+        """This plan with the backbone run once per block padded by ``halo_px`` (grid pixels), its
+        feature positions every ``feature_stride_px``."""
+        return replace(self, path="block", halo_px=halo_px, feature_stride_px=feature_stride_px)
 
     @classmethod
     def from_card(cls, window_px: int, cell_m: float, resolution: float = 10.0, *, weight: WeightKind,
@@ -115,6 +146,8 @@ class DetailPlan:
 
     @property
     def margin_px(self) -> int:
+        if self.path == "block":
+            return self.halo_px
         return 0 if self.one_window_per_cell else self.window_px
 
     @property
@@ -134,10 +167,14 @@ class DetailPlan:
             raise DetailError(f"coarsening factor {factor} must be at least 1")
         if factor == 1:
             return self
-        if any(n % factor for n in (self.window_px, self.stride_px, self.cell_px)):
+        lengths = (self.window_px, self.stride_px, self.cell_px) + ((self.halo_px, self.feature_stride_px)
+                                                                    if self.path == "block" else ())
+        if any(n % factor for n in lengths):
             return None
         return replace(self, window_px=self.window_px // factor, stride_px=self.stride_px // factor,
-                       cell_px=self.cell_px // factor, sample_spacing_px=self.sample_spacing_px / factor)
+                       cell_px=self.cell_px // factor, sample_spacing_px=self.sample_spacing_px / factor,
+                       halo_px=self.halo_px // factor, feature_stride_px=max(1, self.feature_stride_px // factor),
+                       feature_centre_px=self.feature_centre_px / factor)
 
     def block_px(self, cells: int) -> int:
         """Padded pixel side of a block ``cells`` cells wide."""
@@ -145,7 +182,8 @@ class DetailPlan:
 
     def key(self) -> list:
         """What decides a block's result besides its pixels (for content keys)."""
-        return [self.stride_px, self.cell_px, self.dense, self.weight]
+        block = ["block", self.halo_px, self.feature_stride_px] if self.path == "block" else []
+        return [self.stride_px, self.cell_px, self.dense, self.weight, *block]
 
 
 def window_weight(t: np.ndarray, window_px: int, kind: WeightKind) -> np.ndarray:
@@ -212,7 +250,9 @@ def classify_pixels(
     ``bands`` (B, H, W) reflectance of the block padded by ``plan.margin_px`` on every side
     (``H == cy * cell_px + 2 * margin_px``), ``clear`` (H, W) pixels with a clear observation,
     ``inside`` (cy, cx) cells in the AOI. ``predict_dense`` maps windows (N, B, window, window)
-    to probabilities (N, n_classes, g, g) in the model's class order, which the output keeps.
+    to probabilities (N, n_classes, g, g) in the model's class order, which the output keeps; on
+    the block path it maps one image (B, H, W), H and W whole feature strides, to probabilities
+    per feature position (n_classes, H / stride, W / stride).
     ``origin_px`` is the (row, col) of the block's first interior pixel on a pixel lattice shared
     by all blocks of the map (e.g. its offset in the map's pixel grid); windows start at multiples
     of ``stride_px`` there. The last plane is each cell's own clear share; probabilities are NaN
@@ -233,16 +273,21 @@ def classify_pixels(
     if not wanted.any():
         return out
 
-    oy = window_origins(expected[0], plan, origin_px[0])
-    ox = window_origins(expected[1], plan, origin_px[1])
-    ay = axis_weights(sample_positions(cy, plan), oy, plan)  # (Sy, Ky * g)
-    ax = axis_weights(sample_positions(cx, plan), ox, plan)  # (Sx, Kx * g)
-    g, k = plan.dense_grid, plan.samples_per_cell
-    wanted_samples = np.repeat(np.repeat(wanted, k, axis=0), k, axis=1).astype(np.float64)
-    reach = _per_window(ay.T @ wanted_samples @ ax, g)  # (Ky, Kx): weight a window puts on wanted cells
-    todo = (reach > 0) & (window_clear_fraction(clear, oy, ox, plan.window_px) >= min_clear)
-
-    probs, seen = _evaluate(bands, oy, ox, todo, plan, predict_dense, n_classes, max_batch_bytes)
+    k = plan.samples_per_cell
+    if plan.path == "block":  # feature positions blended as windows centred on them (g = 1)
+        probs, seen, oy, ox = _evaluate_block(bands, clear, plan, predict_dense, n_classes, min_clear, origin_px)
+        ay = axis_weights(sample_positions(cy, plan), oy, replace(plan, dense_grid=1))
+        ax = axis_weights(sample_positions(cx, plan), ox, replace(plan, dense_grid=1))
+    else:
+        oy = window_origins(expected[0], plan, origin_px[0])
+        ox = window_origins(expected[1], plan, origin_px[1])
+        ay = axis_weights(sample_positions(cy, plan), oy, plan)  # (Sy, Ky * g)
+        ax = axis_weights(sample_positions(cx, plan), ox, plan)  # (Sx, Kx * g)
+        g = plan.dense_grid
+        wanted_samples = np.repeat(np.repeat(wanted, k, axis=0), k, axis=1).astype(np.float64)
+        reach = _per_window(ay.T @ wanted_samples @ ax, g)  # (Ky, Kx): weight a window puts on wanted cells
+        todo = (reach > 0) & (window_clear_fraction(clear, oy, ox, plan.window_px) >= min_clear)
+        probs, seen = _evaluate(bands, oy, ox, todo, plan, predict_dense, n_classes, max_batch_bytes)
     num = ay[None] @ (probs @ ax.T)  # (C, Sy, Sx)
     den = ay @ seen @ ax.T  # (Sy, Sx)
     supported = den > 1e-12
@@ -252,6 +297,51 @@ def classify_pixels(
     valid = wanted & (count > 0)
     out[:n_classes] = np.where(valid, cell_probs, np.nan)
     return out
+
+
+def feature_positions(size_px: int, plan: DetailPlan, origin_px: int) -> tuple[int, int]:
+    """Block path, along one axis of a padded block ``size_px`` long: the pixel where the network's
+    input starts (the first on the map-wide lattice of feature positions, every
+    ``feature_stride_px`` from the map's origin, so neighbouring blocks place the same positions)
+    and how many positions the input yields once padded to whole strides."""
+    skip = (plan.margin_px - origin_px) % plan.feature_stride_px
+    return skip, -(-(size_px - skip) // plan.feature_stride_px)
+
+
+def clipped_clear_fraction(clear: np.ndarray, oy: np.ndarray, ox: np.ndarray, window_px: int) -> np.ndarray:
+    """(len(oy), len(ox)) clear share of windows starting at (possibly fractional, possibly outside)
+    ``oy``, ``ox``, over the part of each that lies in ``clear``; 0 for a window wholly outside."""
+    sat = np.zeros((clear.shape[0] + 1, clear.shape[1] + 1), dtype=np.int64)
+    sat[1:, 1:] = np.cumsum(np.cumsum(clear, axis=0, dtype=np.int64), axis=1)
+    y0 = np.clip(np.round(oy).astype(np.int64), 0, clear.shape[0])[:, None]
+    x0 = np.clip(np.round(ox).astype(np.int64), 0, clear.shape[1])[None, :]
+    y1 = np.clip(np.round(oy).astype(np.int64) + window_px, 0, clear.shape[0])[:, None]
+    x1 = np.clip(np.round(ox).astype(np.int64) + window_px, 0, clear.shape[1])[None, :]
+    area = (y1 - y0) * (x1 - x0)
+    count = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
+    return np.where(area > 0, count / np.maximum(area, 1), 0.0)
+
+
+def _evaluate_block(bands: np.ndarray, clear: np.ndarray, plan: DetailPlan, predict_block: PredictDense,
+                    n_classes: int, min_clear: float, origin_px: tuple[int, int],
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The backbone once over the block (from its first lattice pixel, padded at the far edges to whole
+    strides): probabilities per feature position (C, Ky, Kx), which positions count (a position
+    whose window is less than ``min_clear`` clear does not, as a cloudy window is never sent), and
+    the origins of the windows centred on the positions along each axis."""
+    from pipeline.halo import pad_to_multiple
+
+    s, w = plan.feature_stride_px, plan.window_px
+    (sy, ny), (sx, nx) = (feature_positions(n, plan, o) for n, o in zip(bands.shape[1:], origin_px, strict=True))
+    image, _ = pad_to_multiple(np.asarray(bands[:, sy:, sx:], dtype=np.float32), s)
+    probs = np.asarray(predict_block(image), dtype=np.float64)
+    if probs.shape != (n_classes, ny, nx):
+        raise DetailError(f"the block model returned {probs.shape} for an image of {image.shape[1:]} px; "
+                          f"the plan expects ({n_classes}, {ny}, {nx}): one position every {s} px")
+    oy = sy + plan.feature_centre_px + s * np.arange(ny) - w / 2
+    ox = sx + plan.feature_centre_px + s * np.arange(nx) - w / 2
+    seen = (clipped_clear_fraction(clear, oy, ox, w) >= min_clear).astype(np.float64)
+    return probs * seen, seen, oy, ox
 
 
 def _per_window(dense: np.ndarray, g: int) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Classification on the workers: a block's composite planes in, class probabilities per cell out.
 
 Each task gets the composite of one or more blocks (plus the window margin when windows overlap),
-cuts the model's windows, applies the model card's preprocessing and runs the batched predictor.
+cuts the model's windows, applies the model card's preprocessing and runs the batched predictor;
+on the block path (a fully convolutional backbone) it runs the backbone once over each block and
+its halo instead (:mod:`pipeline.detail`).
 The model is loaded once per worker process, its sha256 checked once there, and reused by every
 task that lands there. The client side (which blocks, in what order, how many in flight) is
 :mod:`pipeline.stream`.
@@ -82,9 +84,27 @@ def _dense_grid(model: ModelRef) -> int:
     return memo["dense_grid"]
 
 
+def _feature_lattice(model: ModelRef) -> tuple[int, float]:
+    memo = _LOADED[model.key][1]
+    if "feature_lattice" not in memo:
+        memo["feature_lattice"] = _predictor(model).feature_lattice()
+    return memo["feature_lattice"]
+
+
 def worker_plan(model: ModelRef, plan: DetailPlan) -> DetailPlan:
-    """The client's ``plan`` as this worker classifies it: with the model's dense grid, in the
-    pixels of the planes it gets."""
+    """The client's ``plan`` as this worker classifies it: with the model's dense grid (block path:
+    where its feature positions sit, measured once per worker), in the pixels of the planes it gets."""
+    from dataclasses import replace
+
+    from pipeline.detail import DetailError
+
+    if plan.path == "block":
+        planes = plan.on_planes(1)
+        stride, centre = _feature_lattice(model)
+        if stride != planes.feature_stride_px:
+            raise DetailError(f"the plan places feature positions every {planes.feature_stride_px} px but the network's "
+                              f"stride is {stride} px; plan the map again with this model's card")
+        return replace(planes, feature_centre_px=centre)
     g = _dense_grid(model) if plan.dense else 1
     return plan.on_planes(g)
 
@@ -113,7 +133,9 @@ def classify_blocks(planes: list[np.ndarray], blocks: list[BlockSpec], model: Mo
                     n_classes=len(predictor.card.classes), min_clear=min_clear))
                 for block_planes, block in zip(planes, blocks, strict=True)]
     plan = worker_plan(model, detail)
-    if plan.dense_grid > 1:
+    if plan.path == "block":
+        predict = predictor.predict_reflectance_block
+    elif plan.dense_grid > 1:
         predict = functools.partial(predictor.predict_reflectance_dense, window_px=plan.window_px)
     else:
         def predict(windows: np.ndarray) -> np.ndarray:

@@ -199,7 +199,7 @@ def plan_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice
     if card.per_pixel:
         return pixel_layout(cfg, aoi, items, card, lattice=lattice)
     read_res = read_resolution(cfg, card)
-    detail = detail_plan(cfg, card.window_px).reading(round(read_res / cfg.resolution))
+    detail = evaluation_path(detail_plan(cfg, card.window_px).reading(round(read_res / cfg.resolution)), card)
     grid = plan_grid(
         aoi,
         crs=cfg.crs,
@@ -215,6 +215,40 @@ def plan_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice
         lattice_from_coverage=lattice == "coverage",
     )
     return grid, detail, read_res
+
+
+def windows_reason(detail: DetailPlan, card) -> str | None:
+    """Why a classifier keeps per-window evaluation (None: its backbone can run once per block)."""
+    from models.reben import windows_reason as architecture_reason
+
+    if detail.one_window_per_cell:
+        return "one window per cell: no window overlaps another"
+    if not detail.dense:
+        return "--no-dense: one probability vector per window"
+    if card.family != "timm" or card.architecture is None:
+        return f"the {card.family} family resizes each window to its {card.patch_size} px patch"
+    reason = architecture_reason(card.architecture.model_name)
+    if reason:
+        return reason
+    if detail.window_px // detail.read_factor != card.patch_size:
+        return (f"the card resizes each {detail.window_px // detail.read_factor} px window to {card.patch_size} px, "
+                "which a block cannot share")
+    return None
+
+
+def evaluation_path(detail: DetailPlan, card) -> DetailPlan:
+    """``detail`` with the path its model takes: the backbone once per block with a halo when the
+    architecture has no global operation before its head (:func:`windows_reason`), else windows,
+    the reason recorded for the plan's display."""
+    from models.reben import BLOCK_HALO_PX, NETWORK_STRIDE_PX
+
+    reason = windows_reason(detail, card)
+    if reason is not None:
+        return replace(detail, path_reason=reason)
+    # The network sees plane pixels one to one; its stride and halo are that many grid pixels.
+    f = detail.read_factor
+    return replace(detail.evaluated_per_block(BLOCK_HALO_PX * f, NETWORK_STRIDE_PX * f),
+                   path_reason=f"{card.architecture.model_name} is fully convolutional")
 
 
 def pixel_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice = "coverage",
@@ -278,9 +312,14 @@ def layout_line(cfg: MapConfig, grid: PatchGrid, detail: DetailPlan | PixelPlan,
         return (f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {cell_m:g} m; per-pixel model at {res:g} m"
                 + (f", mean probability over {d.cell_px} x {d.cell_px} px per cell" if d.cell_px > 1 else "")
                 + f"; blocks of {grid.cells_per_chunk} x {grid.cells_per_chunk} cells with a halo of {d.halo_px} px")
+    if d.path == "block":
+        evaluation = (f"backbone once per block with a halo of {d.halo_px} px, head every {d.feature_stride_px} px, "
+                      f"each position blended over a {d.window_px} px window ({d.weight})")
+    else:
+        evaluation = (f"windows of {d.window_px} px every {d.stride_px} px{', evaluated densely' if d.dense else ''}, "
+                      f"{d.weight} blending")
     return (
-        f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {cell_m:g} m; windows of {d.window_px} px every "
-        f"{d.stride_px} px{', evaluated densely' if d.dense else ''}, {d.weight} blending; "
+        f"grid {grid.cell_geobox.crs} cells {ny} x {nx} of {cell_m:g} m; {evaluation}; "
         f"blocks of {grid.cells_per_chunk} x {grid.cells_per_chunk} cells"
         + (f"; read and classified at {read_res:g} m" if d.read_factor > 1
            else f"; read at {read_res:g} m, upsampled to {res:g} m" if read_res > res else "")

@@ -27,3 +27,5 @@ class Provenance(BaseModel):
                                   "offline demo world served on loopback (its URL dies with the run)")
     model_source: str | None = Field(None, description="where the weights came from: a repository id or the file name")
     skipped_items: dict[str, str] = Field(default_factory=dict, description="scenes found but not used: id -> why")
+    evaluation: dict[str, Any] = Field(default_factory=dict, description="how the model was run over the blocks: "
+                                       "per window, or its backbone once per block with a halo (and why)")

@@ -112,6 +112,7 @@ def map_item(
             f"{PREFIX}:aoi_km2": provenance.aoi_km2,
             f"{PREFIX}:catalogue": provenance.catalogue,
             f"{PREFIX}:skipped_items": dict(provenance.skipped_items),
+            **({f"{PREFIX}:evaluation": dict(provenance.evaluation)} if provenance.evaluation else {}),
             **({f"{PREFIX}:notes": list(provenance.notes)} if provenance.notes else {}),
         },
     )
