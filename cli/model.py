@@ -180,7 +180,8 @@ def installed(path: Path) -> Path:
     `landcover map --model` takes them)."""
     from pipeline.plan import model_path
 
-    return path if path.exists() else model_path(path)
+    # A file name (with a suffix) stays a path: a missing file is named as such by the loader.
+    return path if path.exists() or path.suffix else model_path(path)
 
 
 def _head_parameters(model) -> int:

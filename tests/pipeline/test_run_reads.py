@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import shapely
+from models.card import ModelCard
 from pipeline.aoi import parse_aoi
 from pipeline.settings import MapConfig
 from pipeline.blocks import block_key, iter_blocks
@@ -17,8 +18,9 @@ from pipeline.plan import layout_line, plan_layout, read_resolution
 AOI_RING = [[11.0, 45.0], [12.9, 45.0], [12.9, 46.0], [11.0, 46.0], [11.0, 45.0]]
 AOI = parse_aoi({"type": "Polygon", "coordinates": [AOI_RING]})
 ITEMS = [SimpleNamespace(id="scene", geometry=shapely.geometry.mapping(shapely.box(10.5, 44.5, 13.5, 46.5)))]
-SEED_CARD = SimpleNamespace(window_px=120, patch_size=32)  # 1.2 km resized to 32 px: 37.5 m input pixels
-REBEN_CARD = SimpleNamespace(window_px=120, patch_size=120)  # the window is the patch: 10 m
+WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights"
+SEED_CARD = ModelCard.read(WEIGHTS / "demo-compact-nosr.json")  # 1.2 km resized to 32 px: 37.5 m input pixels
+REBEN_CARD = ModelCard.read(WEIGHTS / "demo-multiband-mobilenetv3.json")  # the window is the patch: 10 m
 
 
 def plan(card, **options):

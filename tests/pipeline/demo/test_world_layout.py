@@ -109,11 +109,13 @@ def test_layouts_are_given_as_columns_x_rows():
 
 
 def test_map_takes_a_demo_layout_for_the_demo_world_only():
-    assert cli._demo_layout("3x2", True, "local") == (3, 2)
-    assert cli._demo_layout("3x2", False, "local") == (3, 2)  # an own AOI over the served demo world
-    assert cli._demo_layout(None, True, "local") is None
+    from cli.map import _demo_layout
+
+    assert _demo_layout("3x2", True, "local") == (3, 2)
+    assert _demo_layout("3x2", False, "local") == (3, 2)  # an own AOI over the served demo world
+    assert _demo_layout(None, True, "local") is None
     with pytest.raises(LandcoverError, match="--demo-layout applies to the offline demo world"):
-        cli._demo_layout("3x2", False, "earth-search")
+        _demo_layout("3x2", False, "earth-search")
 
 
 # ---------------------------------------------------------------------------- a generated 3 x 2 world
