@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from hub_stub import publish, serve_hub
 from models.classes import CLASS_NAMES
-from models.reben import BANDS_V01, BANDS_V02, REBEN_CLASSES, RebenError, TimmClassifier, card_from_config
+from models.reben import BANDS_V01, BANDS_V02, REBEN_CLASSES, RebenError, card_from_config
 from cli import main as cli
 
 ORG = "BIFOLD-BigEarthNetv2-0"

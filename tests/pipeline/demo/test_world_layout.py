@@ -16,7 +16,6 @@ from pyproj import Transformer
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
-from cli import main as cli
 from pipeline.demo import DemoWorldError, generate_world, parse_layout
 from pipeline.demo import scenes, stac
 from pipeline.demo.world import GENERATOR_VERSION, central_aoi, layout_aoi, world_key
