@@ -188,23 +188,8 @@ def layer_styles(now: datetime | None = None, legend: Legend | None = None) -> p
                     categorized_sld("patches", legend=legend)),
         "scenes": (outline_style(), ""),
     }
-    return pd.DataFrame([
-        {
-            "f_table_catalog": "",
-            "f_table_schema": "",
-            "f_table_name": layer,
-            "f_geometry_column": GEOMETRY_COLUMN,
-            "styleName": layer,
-            "styleQML": to_text(qml),
-            "styleSLD": sld,
-            "useAsDefault": True,
-            "description": f"land-cover classes by class_id ({layer})" if sld else "scene footprints",
-            "owner": "",
-            "ui": "",
-            "update_time": pd.Timestamp(now),
-        }
-        for layer, (qml, sld) in styles.items()
-    ])
+    return style_rows({layer: (qml, f"land-cover classes by class_id ({layer})" if sld else "scene footprints", sld)
+                       for layer, (qml, sld) in styles.items()}, now)
 
 
 def write_geopackage(
@@ -223,8 +208,8 @@ def write_geopackage(
     pyogrio.write_dataframe(styles, path, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"})
 
 
-def style_rows(styles: Mapping[str, tuple[Any, str]], now: datetime | None = None) -> pd.DataFrame:
-    """layer_styles rows for other layers than the map's own: layer -> (QML element, description)."""
+def style_rows(styles: Mapping[str, tuple[Any, str] | tuple[Any, str, str]], now: datetime | None = None) -> pd.DataFrame:
+    """layer_styles rows: layer -> (QML element, description[, SLD]), each QGIS's default style of its layer."""
     now = now or datetime.now(UTC)
     return pd.DataFrame([
         {
@@ -233,16 +218,17 @@ def style_rows(styles: Mapping[str, tuple[Any, str]], now: datetime | None = Non
             "f_table_name": layer,
             "f_geometry_column": GEOMETRY_COLUMN,
             "styleName": layer,
-            "styleQML": to_text(qml),
-            "styleSLD": "",
+            "styleQML": to_text(style[0]),
+            "styleSLD": style[2] if len(style) > 2 else "",
             "useAsDefault": True,
-            "description": description,
+            "description": style[1],
             "owner": "",
             "ui": "",
             "update_time": pd.Timestamp(now),
         }
-        for layer, (qml, description) in styles.items()
+        for layer, style in styles.items()
     ])
+
 
 
 def write_point_geopackage(
