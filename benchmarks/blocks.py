@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from benchmarks.detail import PAD_PX, demo_scene
     from benchmarks.pipeline import full_tile_aoi, random_reben_model
     from models.predictor import Predictor
-    from models.reben import BLOCK_HALO_PX
+    from models.architectures import BLOCK_HALO_PX
     from pipeline.cluster import local_worker_count
     from pipeline.demo import generate_world, serve_world
 

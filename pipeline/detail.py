@@ -23,7 +23,7 @@ feature-map position (every ``feature_stride_px``, e.g. 32 px, on a lattice shar
 of the map), so each pixel's features are computed once instead of once per window holding it.
 Step 3 blends each position as the dense value of a window of ``window_px`` centred on it, with
 the same taper. The halo is the context a position near a block's edge needs to give the
-one-block answer (:data:`models.reben.BLOCK_HALO_PX`, chosen by measurement).
+one-block answer (:data:`models.architectures.BLOCK_HALO_PX`, chosen by measurement).
 
 Margin: a block's pixels are its cells padded by ``margin_px = window_px`` on every side, so every
 window with weight on a cell of the block lies inside the padded block (a window starting more

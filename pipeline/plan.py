@@ -219,7 +219,7 @@ def plan_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice
 
 def windows_reason(detail: DetailPlan, card) -> str | None:
     """Why a classifier keeps per-window evaluation (None: its backbone can run once per block)."""
-    from models.reben import windows_reason as architecture_reason
+    from models.architectures import windows_reason as architecture_reason
 
     if detail.one_window_per_cell:
         return "one window per cell: no window overlaps another"
@@ -240,7 +240,7 @@ def evaluation_path(detail: DetailPlan, card) -> DetailPlan:
     """``detail`` with the path its model takes: the backbone once per block with a halo when the
     architecture has no global operation before its head (:func:`windows_reason`), else windows,
     the reason recorded for the plan's display."""
-    from models.reben import BLOCK_HALO_PX, NETWORK_STRIDE_PX
+    from models.architectures import BLOCK_HALO_PX, NETWORK_STRIDE_PX
 
     reason = windows_reason(detail, card)
     if reason is not None:

@@ -145,3 +145,25 @@ def test_the_scanner_sees_imports_inside_functions_and_relative_ones(tmp_path, m
     monkeypatch.setattr("test_layering.ROOT", tmp_path)
     assert sorted(imported(package / "a.py", "pipeline.a", known)) == [(2, "workflows.runner"), (3, "cli")]
     assert sorted(imported(package / "b.py", "pipeline.b", known)) == [(1, "pipeline.a"), (2, "pipeline.a")]
+
+
+def test_planning_a_map_never_imports_torch(tmp_path):
+    """The client plans and streams a run; only workers run models. torch costs ~0.6 GiB resident."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pipeline.demo import generate_world\n"
+        "from pipeline.plan import make_plan\n"
+        "from pipeline.run import stac_endpoint\n"
+        "from pipeline.settings import MapConfig\n"
+        "cfg = MapConfig(aoi=generate_world().aoi_path, out=Path('unused'))\n"
+        "with stac_endpoint(cfg) as url:\n"
+        "    make_plan(cfg, url)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"

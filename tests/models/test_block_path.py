@@ -6,12 +6,8 @@ import pytest
 import torch
 
 from models.predictor import Predictor
-from models.reben import (
-    FULLY_CONVOLUTIONAL,
-    TimmClassifier,
-    card_from_config,
-    windows_reason,
-)
+from models.architectures import FULLY_CONVOLUTIONAL, windows_reason
+from models.reben import TimmClassifier, card_from_config
 
 REPO = "BIFOLD-BigEarthNetv2-0/resnet50-s2-v0.2.0"
 

@@ -30,7 +30,8 @@ def live_reben():
 
     from benchmarks.models import reben_card
     from models.predictor import Predictor
-    from models.reben import BLOCK_HALO_PX, TimmClassifier
+    from models.architectures import BLOCK_HALO_PX
+    from models.reben import TimmClassifier
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -42,7 +43,7 @@ def live_reben():
 
 
 def test_blocks_with_the_planned_halo_give_the_one_block_map(live_reben):
-    from models.reben import BLOCK_HALO_PX
+    from models.architectures import BLOCK_HALO_PX
 
     predictor, scene, (stride, centre) = live_reben
     clear = np.ones(scene.shape[1:], bool)
@@ -109,7 +110,8 @@ def test_a_block_plan_pads_by_its_halo_keys_its_path_and_coarsens_whole():
     ("vit_small_patch16_224", "windows", "position embeddings"),
 ])
 def test_the_plan_chooses_the_path_by_architecture_and_says_why(model_name, path, why):
-    from models.reben import BLOCK_HALO_PX, card_from_config
+    from models.architectures import BLOCK_HALO_PX
+    from models.reben import card_from_config
     from pipeline.plan import evaluation_path
     from pipeline.plan_summary import evaluation_json
 
