@@ -334,22 +334,12 @@ def write_window_raster(path: Path, windows, probs: np.ndarray, card, shape: tup
     atomic_write(path, write)
 
 
-def read_pixel_image(path: Path, card) -> np.ndarray:
-    """A GeoTIFF holding the card's bands in the card's order, as reflectance (N=1, bands, H, W); DN
-    (values above 2) are divided by 10000; the far rows and columns are cut to the card's multiple."""
-    import rasterio
-    from rasterio.errors import RasterioIOError
+def read_pixel_image(path: Path, card, bands: list[int] | None = None) -> np.ndarray:
+    """The card's bands of a GeoTIFF (found by band description, or ``bands``) as reflectance
+    (N=1, bands, H, W); the far rows and columns are cut to the card's multiple."""
+    from models.imagery import read_imagery
 
-    try:
-        with rasterio.open(path) as src:
-            data = src.read().astype(np.float32)
-    except RasterioIOError as e:
-        raise ImageError(f"cannot read {path}: {e}") from None
-    if len(data) != len(card.bands):
-        raise ImageError(f"{path} has {len(data)} bands; {card.model_id} takes {len(card.bands)} "
-                         f"({', '.join(card.bands)}) in that order")
-    if np.nanmax(data) > 2:
-        data = data / 10000.0
+    data = read_imagery(path, card, bands=bands).reflectance
     m = card.pixel.size_multiple
     h, w = data.shape[1] // m * m, data.shape[2] // m * m
     if h == 0 or w == 0:
@@ -357,10 +347,10 @@ def read_pixel_image(path: Path, card) -> np.ndarray:
     return data[None, :, :h, :w]
 
 
-def _predict_pixels(predictor, image: Path, *, as_json: bool, top: int) -> None:
+def _predict_pixels(predictor, image: Path, *, as_json: bool, top: int, bands: list[int] | None = None) -> None:
     """per-pixel models: the share of the image's pixels each class takes (argmax per pixel)."""
     card = predictor.card
-    probs = predictor.predict_pixels(read_pixel_image(image, card))[0]
+    probs = predictor.predict_pixels(read_pixel_image(image, card, bands))[0]
     counts = np.bincount(probs.argmax(0).ravel(), minlength=len(card.classes))
     shares = counts / counts.sum()
     if as_json:
@@ -404,7 +394,8 @@ def predict(
     try:
         model, card = load_model(installed(path), profile=profile, variant=variant)
         if card.family == "per-pixel":  # a class per pixel: the shares of the image's pixels
-            _predict_pixels(Predictor(model, card, device=device, batch_size=1), image, as_json=as_json, top=top)
+            _predict_pixels(Predictor(model, card, device=device, batch_size=1), image, as_json=as_json, top=top,
+                            bands=parse_bands(bands))
             return
         predictor = Predictor(model, card, device=device, batch_size=None if raster or as_json else 1)
         if image.is_file() and _is_picture(image):

@@ -42,6 +42,9 @@ def test_the_demo_map_runs_twice_in_a_row_quietly(tmp_path, demo_world):
     assert f"replacing the earlier demo map in {out}/" in " ".join(second.stderr.split())
     done = [line for line in second.stderr.splitlines() if line.startswith("done")][0]
     assert "model loading on the workers (once)" in " ".join(second.stderr.split()) and "4 scenes" in done
+    summary = json.loads((out / "summary.json").read_text())  # a multi-label model: shares add up past 100%
+    assert sum(label["cells"] for label in summary["labels"]["classes"]) > summary["cells"]["valid"]
+    assert "more than 100%" in summary["labels_note"]
     # A user's own map in that folder is not the demo's to replace.
     item = out / "item.json"
     record = json.loads(item.read_text())

@@ -45,3 +45,25 @@ def test_a_per_pixel_plan_counts_pixels_and_estimates_from_the_networks_speed(de
     assert 85_000 < plan["cells"] <= plan["pixels"] and plan["windows"] == 0
     assert plan["estimate_s"] > 0
     assert not (tmp_path / "map").exists()
+
+
+def test_model_predict_reads_a_per_pixel_models_bands_from_a_wider_composite_by_name(per_pixel_model, tmp_path):
+    """A composite of ten named bands (the default model's) holds Dynamic World's nine: predict finds them."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+    from typer.testing import CliRunner
+
+    from cli.model import model_app
+
+    names = ["blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22"]
+    path = tmp_path / "composite.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=32, height=30, count=10, dtype="uint16", nodata=0,
+                       crs="EPSG:32632", transform=from_origin(700000, 5000000, 10, 10)) as dst:
+        dst.write(np.random.default_rng(0).integers(200, 3000, (10, 30, 32)).astype("uint16"))
+        for k, name in enumerate(names, start=1):
+            dst.set_band_description(k, f"{name} surface reflectance x 10000 (median of clear observations)")
+    result = CliRunner().invoke(model_app, ["predict", str(per_pixel_model), str(path), "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    answer = json.loads(result.output)
+    assert answer["pixels"] == 30 * 32 and sum(answer["share"].values()) == pytest.approx(1.0)
