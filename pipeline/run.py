@@ -17,6 +17,7 @@ from pathlib import Path
 
 from affine import Affine
 from odc.geo.geobox import GeoBox
+import rasterio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -40,6 +41,11 @@ from pipeline.store import ChunkStore
 from pipeline.stream import classify_stream, gpu_group_size, windows_per_block
 
 log = logging.getLogger(__name__)
+
+# GDAL's block cache while the client writes the outputs. Its default (5% of RAM) keeps every tile
+# of the scratch rasters and the COG copies until it fills, so the client would grow with the area
+# (by ~100 MiB from 36 to 144 km² with --save-composite); a few tiles' worth is all writing needs.
+EXPORT_CACHE_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -232,7 +238,7 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
             shape = ((ys.stop - ys.start) * grid.stride_px // f, (xs.stop - xs.start) * grid.stride_px // f)
             return client.submit(core_dn, planes, margin, shape, f, pure=False)
 
-        with contextlib.ExitStack() as cleanup, map_export(
+        with contextlib.ExitStack() as cleanup, rasterio.Env(GDAL_CACHEMAX=EXPORT_CACHE_BYTES), map_export(
             grid.cell_geobox, cfg.out, provenance=provenance, multi_label=multi_label,
             threshold=card.threshold, aoi=plan.aoi.geometry, scenes=items, overwrite=cfg.overwrite, legend=card.legend,
             composite=(lambda path: composite.finish(path)) if cfg.save_composite else None,
