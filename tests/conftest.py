@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline.demo import DemoWorld, ServedWorld, generate_world, serve_world
+
+# Helpers every test package imports (landcover_here): this folder on the path, as each package's own is.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")

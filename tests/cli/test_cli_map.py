@@ -11,23 +11,14 @@ from pathlib import Path
 import pytest
 
 from cli import main as cli
+from landcover_here import run_landcover
 
 POLYGON = {"type": "Polygon", "coordinates": [[[11.9, 45.4], [12.05, 45.4], [12.05, 45.45], [11.9, 45.45], [11.9, 45.4]]]}
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:
-    old = sys.argv
-    sys.argv = ["landcover", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.err
-
+    code, _, err = run_landcover(capsys, *args)
+    return code, err
 
 def write(path: Path, obj) -> Path:
     path.write_text(obj if isinstance(obj, str) else json.dumps(obj))

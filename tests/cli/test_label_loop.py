@@ -22,6 +22,7 @@ import rasterio
 from rasterio.windows import Window
 
 from cli import main as cli
+from landcover_here import run_landcover
 from models.checkpoint import read_card
 from models.classes import CLASS_NAMES
 from pipeline.plan import DEFAULT_WEIGHTS, DEMO_WEIGHTS
@@ -30,20 +31,10 @@ MODELS = ("default", "rgb", "resnet18")
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
-    """`landcover ARGS` in this process: (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["landcover", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    assert "Traceback" not in out.err, out.err
-    return code, out.out, out.err
-
+    """`landcover ARGS` in this process: (exit code, stdout, stderr), never a traceback."""
+    code, out, err = run_landcover(capsys, *args)
+    assert "Traceback" not in err, err
+    return code, out, err
 
 @pytest.fixture(scope="session")
 def demo_map(tmp_path_factory, demo_world) -> Path:

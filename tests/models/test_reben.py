@@ -8,7 +8,6 @@ fetched with ``landcover model fetch``; nothing comes from anywhere else.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from hub_stub import publish, serve_hub
 from models.classes import CLASS_NAMES
 from models.reben import BANDS_V01, BANDS_V02, REBEN_CLASSES, RebenError, card_from_config
-from cli import main as cli
+from landcover_here import run_landcover
 
 ORG = "BIFOLD-BigEarthNetv2-0"
 RESNET = f"{ORG}/resnet50-s2-v0.2.0"
@@ -50,18 +49,7 @@ def random_net(model_name: str, seed: int = 0) -> torch.nn.Module:
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["landcover", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
+    return run_landcover(capsys, *args)
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
