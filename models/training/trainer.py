@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -135,7 +136,7 @@ class NoProgress:
         return None
 
 
-class Stage:
+class Stage(ABC):
     """One training loop of a run. Subclasses implement :meth:`train_epoch` and may override the hooks.
 
     ``label`` names the stage's progress bar; ``steps_per_epoch`` sizes it; ``timed`` adds the
@@ -146,9 +147,9 @@ class Stage:
     steps_per_epoch: int = 1
     timed: bool = True
 
+    @abstractmethod
     def train_epoch(self, epoch: int, advance: Callable[[str], None]) -> dict[str, Any]:
         """Train one epoch, calling ``advance(info)`` after each step; returns the epoch's row."""
-        raise NotImplementedError
 
     def validate(self, epoch: int) -> dict[str, Any]:
         """Validation metrics of the epoch just trained (merged into its row)."""
