@@ -15,19 +15,33 @@ densely). Figures, all from one run on one machine:
   so the network is first made "live" (:func:`enliven`): every norm's scale set to 1, the head
   scaled so each class's logit spreads with a standard deviation of 2 over the scene.
 * ``<area>/<path>/flops_per_km2``: the model's FLOPs (torch's FLOP counter) per km² of map, for the
-  blocks the run plans there (``full_block``: one full 9.6 km block, what a full tile is made of):
+  blocks the run plans there (``full_block``: one full block of each path, what a full tile is
+  made of: 9.6 km with windows, 19.2 km on the block path, :data:`pipeline.plan.BLOCK_PATH_M`):
   windows: every window that reaches a block's cells, one forward pass each; block: one pass over
   the block padded by its halo.
 * ``<area>/<path>/model_only_km2_per_s``: the same work timed as the workers run it (below), no
   reading; ``<area>/<path>/pipeline_km2_per_s``: a whole map (load + classify) of the area in a
-  fresh child process, as `landcover map` runs it (the windows rows force the windows path).
+  fresh child process, as `landcover map` runs it (the windows rows force the windows path), with
+  ``wall_s`` (the child's whole map: cluster start, model load, export), ``worker_peak_rss_mib``
+  (the largest resident set of any process of the run's cluster, sampled every half second) and
+  ``cpu_s_per_km2`` (CPU seconds of the child and its cluster per km²: unlike km²/s, it holds when
+  other work shares the machine, so the ratio of the two paths' is the one a quiet machine gives
+  when both keep every core busy).
 * ``model_only/...``: the rates behind those figures, one torch thread per worker in a process
   started as the workers are (two threads in one process on a busy 2-core machine mostly wait on
-  each other), and bf16 autocast against fp32 on this CPU (AMX / AVX-512-BF16) on both paths.
+  each other), and (``--bf16``) bf16 autocast against fp32 on this CPU (AMX / AVX-512-BF16).
 
-On the full tile both paths are mapped over a square of the tile (the same blocks of 96 cells) and
-the whole tile's load + classify time extrapolated by area (``--whole-tile`` maps it on the block
-path too); windows at their speed take most of an hour there on 2 cores.
+On the full tile (``--full-tile``) the windows path is mapped over a square at the tile's centre
+(``--square-km``, default 28.8 km: 3 x 3 of its 9.6 km blocks) and its whole-tile time
+extrapolated by the windows each plans (a window costs the same wherever it lies; blocks cut at
+the square's edge re-evaluate a few more windows per km² than the tile's, which the count
+accounts for): windows take most of an hour on the whole tile on 2 cores. The block path is
+mapped over the whole tile with ``--whole-tile`` (the headline ``full_tile/block_vs_windows/
+pipeline_km2_per_s`` then divides that measured rate by the windows' extrapolated one), else
+over the square and extrapolated by area (its blocks of 19.2 km cut by the square's edge pay
+their halo over less ground than the tile's: a low estimate).
+
+    python -m benchmarks.blocks --full-tile --whole-tile --no-halo --no-demo   # the full-tile rows
 """
 
 from __future__ import annotations
@@ -39,7 +53,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -160,29 +174,30 @@ def planned_work(aoi: Path, model: Path, stac_url: str | None, windows: bool) ->
     return work | {"pixels": count.windows * plan.detail.window_px**2}
 
 
-def full_block_work(halo_px: int, block_cells: int = 96, window_px: int = 120, stride_px: int = 40,
+def full_block_work(halo_px: int, windows_cells: int, block_cells: int, window_px: int = 120, stride_px: int = 40,
                     ) -> tuple[dict[str, float], dict[str, float]]:
-    """:func:`planned_work` of one full block of ``block_cells`` 100 m cells, the kind a full tile is
-    made of (9.6 km): every window that reaches its cells (windows path) and its padded pixels."""
-    core = block_cells * CELL_PX
-    km2 = (core * 10 / 1000) ** 2
+    """:func:`planned_work` of one full block of each path, the kind a full tile is made of: every
+    window that reaches the cells of a block of ``windows_cells`` 100 m cells (windows path), the
+    padded pixels of one of ``block_cells`` (block path)."""
+    core = windows_cells * CELL_PX
     windows = ((core + 2 * window_px - window_px) // stride_px + 1) ** 2
-    side = core + 2 * halo_px
+    side = block_cells * CELL_PX + 2 * halo_px
     side += -side % 32
-    return ({"km2": km2, "windows": windows, "block_cells": block_cells},
-            {"km2": km2, "pixels": side * side, "block_cells": block_cells})
+    return ({"km2": (core * 10 / 1000) ** 2, "windows": windows, "block_cells": windows_cells},
+            {"km2": (block_cells * CELL_PX * 10 / 1000) ** 2, "pixels": side * side, "block_cells": block_cells})
 
 
-def model_rates(model: Path, side: int, workers: int) -> dict[str, float]:
+def model_rates(model: Path, side: int, workers: int, bf16: bool = False) -> dict[str, float]:
     """Windows/s (dense, batches of 16) and block pixels/s (one padded block of ``side``) of the model
     alone, one torch thread times ``workers``, in a process started as the workers are: on a shared
-    2-core machine two threads in one process wait on each other at every layer."""
+    2-core machine two threads in one process wait on each other at every layer. With ``bf16``,
+    also bf16 autocast against fp32 on both paths."""
     from benchmarks.pipeline import in_worker_like_process
 
-    return in_worker_like_process(_model_rates_here, model, side, workers)
+    return in_worker_like_process(_model_rates_here, model, side, workers, bf16)
 
 
-def _model_rates_here(model: Path, side: int, workers: int) -> dict[str, float]:
+def _model_rates_here(model: Path, side: int, workers: int, bf16: bool) -> dict[str, float]:
     import torch
 
     from models.predictor import Predictor
@@ -197,23 +212,25 @@ def _model_rates_here(model: Path, side: int, workers: int) -> dict[str, float]:
     predictor.predict_reflectance_block(image)
     per_window = float(np.median([_timed(predictor.predict_reflectance_dense, windows) for _ in range(3)])) / len(windows)
     per_block = float(np.median([_timed(predictor.predict_reflectance_block, image) for _ in range(3)]))
+    rates = {"windows_per_s": workers / per_window, "block_px_per_s": workers * side * side / per_block,
+             "precision": predictor.precision, "block_side_px": side,
+             "flops_per_window": flops(predictor, (1, bands, 120, 120), block=False),
+             "flops_per_block_px": flops(predictor, (bands, side, side), block=True) / side**2}
+    if not bf16:
+        return rates
     # bf16 autocast against fp32 on this CPU (AMX / AVX-512-BF16 where lscpu lists them), both paths
     fp32 = Predictor(predictor.model, predictor.card, device="cpu", precision="fp32")
-    bf16 = Predictor(predictor.model, predictor.card, device="cpu", precision="bf16")
+    half = Predictor(predictor.model, predictor.card, device="cpu", precision="bf16")
     timings: dict[str, float] = {}
-    for name, p in (("fp32", fp32), ("bf16", bf16)):
+    for name, p in (("fp32", fp32), ("bf16", half)):
         p.predict_reflectance_block(image)
         p.predict_reflectance_dense(windows)
         timings[f"block_{name}"] = float(np.median([_timed(p.predict_reflectance_block, image) for _ in range(3)]))
         timings[f"windows_{name}"] = float(np.median([_timed(p.predict_reflectance_dense, windows) for _ in range(3)]))
-    moved = np.abs(fp32.predict_reflectance_block(image) - bf16.predict_reflectance_block(image)).max()
-    return {"windows_per_s": workers / per_window, "block_px_per_s": workers * side * side / per_block,
-            "precision": predictor.precision,
-            "flops_per_window": flops(predictor, (1, bands, 120, 120), block=False),
-            "flops_per_block_px": flops(predictor, (bands, side, side), block=True) / side**2,
-            "bf16_block_speedup": timings["block_fp32"] / timings["block_bf16"],
-            "bf16_windows_speedup": timings["windows_fp32"] / timings["windows_bf16"],
-            "bf16_block_max_prob_diff": float(moved)}
+    moved = np.abs(fp32.predict_reflectance_block(image) - half.predict_reflectance_block(image)).max()
+    return rates | {"bf16_block_speedup": timings["block_fp32"] / timings["block_bf16"],
+                    "bf16_windows_speedup": timings["windows_fp32"] / timings["windows_bf16"],
+                    "bf16_block_max_prob_diff": float(moved)}
 
 
 def model_alone(area: str, rates: dict[str, float], windows: dict[str, float], block: dict[str, float]) -> dict[str, float]:
@@ -250,41 +267,125 @@ def _map_here(cfg, windows: bool) -> dict[str, float]:
     if windows:
         _force_windows()
     result = run_map(cfg, Console(quiet=True))
-    return {"cells": result.n_cells, **result.timings}
+    return {"cells": result.n_cells, "block_cells": result.grid.cells_per_chunk, **result.timings}
+
+
+class ClusterUsage:
+    """What the descendants of this process (a map's process and its cluster: nanny and worker
+    processes) use while it runs, sampled every ``every_s`` seconds on a thread: the largest
+    resident set of any one, and their CPU seconds summed (each process's last sample: up to
+    ``every_s`` of a process's last moments is missed). CPU seconds do not grow when other work
+    shares the cores, so paths measured on a busy machine still compare by them."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        import threading
+
+        self.every_s, self.peak = every_s, 0
+        self._cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._cpu.values())
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.every_s):
+            for child in me.children(recursive=True):
+                try:
+                    with child.oneshot():
+                        self.peak = max(self.peak, child.memory_info().rss)
+                        times = child.cpu_times()
+                        self._cpu[child.pid] = times.user + times.system
+                except psutil.Error:  # ended between the listing and the reading
+                    pass
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def pipeline_row(aoi: Path, model: Path, label: str, workers: int, stac_url: str | None, windows: bool) -> dict[str, float]:
-    """A whole map of ``aoi`` in a fresh child process: km² mapped per second of load + classify."""
+    """A whole map of ``aoi`` in a fresh child process: km² mapped per second of load + classify, the
+    child's wall time (cluster start, model load and export included), the largest resident set of
+    any process of its cluster and the CPU seconds of them all (:class:`ClusterUsage`; the map
+    process itself is one of them: it plans, streams and writes, well under a worker's peak)."""
     from pipeline.settings import MapConfig
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ClusterUsage() as usage:
         cfg = MapConfig(aoi=aoi, out=Path(tmp) / "map", source="local", stac_url=stac_url, model=model, workers=workers)
+        start = time.perf_counter()
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             timings = pool.submit(_map_here, cfg, windows).result()
+        wall = time.perf_counter() - start
     km2 = timings["cells"] * (CELL_PX * 10 / 1000) ** 2
     return {f"{label}/pipeline_km2_per_s": round(km2 / timings["load+infer"], 2),
-            f"{label}/pipeline_load+infer_s": round(timings["load+infer"], 1), f"{label}/km2": round(km2, 1)}
+            f"{label}/pipeline_load+infer_s": round(timings["load+infer"], 1), f"{label}/km2": round(km2, 1),
+            f"{label}/wall_s": round(wall, 1), f"{label}/worker_peak_rss_mib": usage.peak // 2**20,
+            f"{label}/cpu_s": round(usage.cpu_s), f"{label}/cpu_s_per_km2": round(usage.cpu_s / km2, 3),
+            f"{label}/block_cells": timings["block_cells"]}
+
+
+def full_tile_rows(work: list[dict[str, float]], square: Path, tile: Path, model: Path, workers: int, stac_url: str,
+                   whole_tile: bool) -> dict[str, Any]:
+    """The full tile's pipeline rows (``work``: :func:`planned_work` of the tile, windows then block):
+    windows mapped over ``square`` and its whole-tile time extrapolated by the windows each plans;
+    the block path mapped over the whole ``tile`` (``whole_tile``), else over ``square`` and
+    extrapolated by area. ``full_tile/<path>/pipeline_km2_per_s`` is the rate the headline ratio
+    divides, and ``.../source`` says how each was had."""
+    rows = pipeline_row(square, model, "tile_square/windows", workers, stac_url, True)
+    square_windows = planned_work(square, model, stac_url, windows=True)
+    scale = work[0]["windows"] / square_windows["windows"]  # the tile's model work over the square's
+    windows_s = rows["tile_square/windows/pipeline_load+infer_s"] * scale
+    rows |= {"tile_square/windows/windows_per_km2": round(square_windows["windows"] / square_windows["km2"], 2),
+             "full_tile/windows/windows_per_km2": round(work[0]["windows"] / work[0]["km2"], 2),
+             "full_tile/windows/load+infer_extrapolated_s": round(windows_s),
+             "full_tile/windows/pipeline_km2_per_s": round(work[0]["km2"] / windows_s, 2),
+             "full_tile/windows/cpu_s_per_km2": round(
+                 rows["tile_square/windows/cpu_s"] * scale / work[0]["km2"], 3),
+             "full_tile/windows/source": f"extrapolated from the {rows['tile_square/windows/km2']} km2 square "
+                                         f"by planned windows (x{scale:.2f})"}
+    if whole_tile:
+        whole = pipeline_row(tile, model, "full_tile/block", workers, stac_url, False)
+        return rows | whole | {"full_tile/block/source": "measured: the whole tile mapped"}
+    rows |= pipeline_row(square, model, "tile_square/block", workers, stac_url, False)
+    rate = rows["tile_square/block/pipeline_km2_per_s"]
+    return rows | {"full_tile/block/load+infer_extrapolated_s": round(work[1]["km2"] / rate),
+                   "full_tile/block/pipeline_km2_per_s": rate,
+                   "full_tile/block/cpu_s_per_km2": rows["tile_square/block/cpu_s_per_km2"],
+                   "full_tile/block/source": "extrapolated from the square by area (a low estimate: its blocks are "
+                                             "cut by the square's edge)"}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full-tile", action="store_true", help="also the full 110 x 110 km tile")
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--square-km", type=float, default=24.0,
-                        help="side of the full tile's square the windows map is measured over")
+    parser.add_argument("--square-km", type=float, default=28.8,
+                        help="side of the full tile's square the windows map is measured over (3 x 3 of its blocks)")
     parser.add_argument("--no-halo", action="store_true", help="skip the halo study")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo AOI's maps")
     parser.add_argument("--whole-tile", action="store_true",
-                        help="with --full-tile, also map the whole tile on the block path (long on 2 cores)")
+                        help="with --full-tile, map the whole tile on the block path (~10 min on 2 quiet cores) "
+                             "instead of the square")
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast against fp32, model alone")
     args = parser.parse_args(argv)
     import torch
 
     from benchmarks.detail import PAD_PX, demo_scene
     from benchmarks.pipeline import full_tile_aoi, random_reben_model
-    from models.predictor import Predictor
     from models.architectures import BLOCK_HALO_PX
+    from models.predictor import Predictor
     from pipeline.cluster import local_worker_count
     from pipeline.demo import generate_world, serve_world
+    from pipeline.plan import BLOCK_M, BLOCK_PATH_M
 
     workers = local_worker_count(args.workers)
     figures: dict[str, Any] = {"workers": workers, "torch_threads": torch.get_num_threads(),
@@ -301,10 +402,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             enliven(live, scene.bands[:, PAD_PX:PAD_PX + 512, PAD_PX:PAD_PX + 512])
             figures |= halo_study(live, scene.bands, scene.clear, PAD_PX)
         areas = ["demo_aoi"]
-        rates = model_rates(model, 960 + 2 * BLOCK_HALO_PX, workers)
+        windows_cells, block_cells = round(BLOCK_M / (CELL_PX * 10)), round(BLOCK_PATH_M / (CELL_PX * 10))
+        rates = model_rates(model, block_cells * CELL_PX + 2 * BLOCK_HALO_PX, workers, args.bf16)
         figures |= {f"model_only/{k}": v if isinstance(v, str) else round(v, 4 if "diff" in k else 2)
                     for k, v in rates.items()}
-        figures |= model_alone("full_block", rates, *full_block_work(BLOCK_HALO_PX))
+        figures |= model_alone("full_block", rates, *full_block_work(BLOCK_HALO_PX, windows_cells, block_cells))
         if args.no_demo:
             areas.remove("demo_aoi")
         else:
@@ -321,21 +423,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 square = full_tile_aoi(big, Path(tmp) / "square.geojson", side_m=args.square_km * 1000)
                 work = [planned_work(tile, model, served.stac_url, windows) for windows in (True, False)]
                 figures |= model_alone("full_tile", rates, *work)
-                for path in ("windows", "block"):
-                    figures |= pipeline_row(square, model, f"tile_square/{path}", workers, served.stac_url,
-                                            path == "windows")
+                figures |= full_tile_rows(work, square, tile, model, workers, served.stac_url, args.whole_tile)
                 areas += ["full_tile", "tile_square"]
-                # The whole tile's wall time at the square's speed (same blocks of 96 cells, edges aside).
-                for path, planned in zip(("windows", "block"), work, strict=True):
-                    figures[f"full_tile/{path}/load+infer_extrapolated_s"] = round(
-                        planned["km2"] / figures[f"tile_square/{path}/pipeline_km2_per_s"])
-                if args.whole_tile:
-                    figures |= pipeline_row(tile, model, "full_tile/block", workers, served.stac_url, False)
     for area in ["full_block", *areas]:
-        for what in ("flops_per_km2", "model_only_km2_per_s", "pipeline_km2_per_s"):
+        for what in ("flops_per_km2", "model_only_km2_per_s", "pipeline_km2_per_s", "cpu_s_per_km2"):
             windows, block = figures.get(f"{area}/windows/{what}"), figures.get(f"{area}/block/{what}")
             if windows and block:
-                better = windows / block if what == "flops_per_km2" else block / windows
+                better = windows / block if what in ("flops_per_km2", "cpu_s_per_km2") else block / windows
                 figures[f"{area}/block_vs_windows/{what}"] = round(better, 2)
     if "demo_aoi/windows/model_only_km2_per_s" in figures:  # the pipeline against windows at the model's own speed
         figures["demo_aoi/block_pipeline_vs_windows_model_only"] = round(

@@ -31,7 +31,8 @@ than ``window_px`` before a cell cannot reach it); none when the windows are the
 on the block path. Memory is bounded by ``max_batch_bytes`` for
 the windows in flight plus a few arrays of (classes, samples) per block (~50 MB for a 8 x 8 km
 block at 10 m, 19 classes); on the block path by one block's activations instead (a ResNet50 over
-a 9.6 km block and its halo, 1344 px: ~0.4 GiB in fp32, measured).
+a 9.6 km block and its halo, 1344 px: ~0.4 GiB in fp32; over the 19.2 km blocks the block path
+plans, 2304 px: ~1.1 GiB, measured).
 
 Measured on the demo truth (``python -m benchmarks.detail``): dense evaluation, stride window / 3,
 100 m cells and ``gaussian`` weights are the map's defaults (:mod:`pipeline.settings`). With

@@ -35,6 +35,7 @@ from pipeline.blocks import (
     iter_blocks,
     pixels_footprint,
     read_group,
+    read_group_side,
 )
 from pipeline.detail import DetailPlan
 from pipeline.errors import LandcoverError, SearchError
@@ -55,6 +56,13 @@ DEFAULT_WEIGHTS = WEIGHTS / "demo-multiband-mobilenetv3.safetensors"
 # Blocks of about this much ground: big enough that the window margin around a block (1.2 km a
 # side for detailed maps) adds little reading, small enough for a worker's memory.
 BLOCK_M = 9600.0
+# ... and for the block path (a backbone once per block and its halo, pipeline.detail): the halo
+# (192 px a side) is computed, read and thrown away once per block, 1.96x the block's own pixels
+# at 9.6 km, 1.44x at 19.2 km (FLOPs per km² of the reBEN ResNet50 on the full tile: 8.9x below
+# windows instead of 6.4x). Its activations over 19.2 km and the halo (2304 px) take ~1.1 GiB; a
+# worker mapping the full tile peaked at 3.4 GiB (python -m benchmarks.blocks --full-tile
+# --whole-tile). Such blocks are read one per task (pipeline.blocks.READ_GROUP_PX).
+BLOCK_PATH_M = 19200.0
 # The output cell of classifiers when --cell-size is not given (per-pixel models: their own pixel).
 DEFAULT_CELL_M = 100.0
 # Small AOIs are cut into at least this many blocks (smaller ones), so every worker of a
@@ -92,6 +100,12 @@ class RunPlan:
         return self.config.min_clear
 
     @property
+    def read_side(self) -> int:
+        """Blocks per side of this run's read groups (:func:`pipeline.blocks.read_group_side`): 2 for
+        9.6 km blocks, 1 for the block path's 19.2 km ones."""
+        return read_group_side(self.grid, self.detail.read_factor if isinstance(self.detail, DetailPlan) else 1)
+
+    @property
     def catalogue_name(self) -> str:
         """The catalogue as a map records it: its URL, or what it was when served on loopback for the
         run alone (the offline demo world), whose URL means nothing once the run has ended."""
@@ -124,6 +138,7 @@ class RunPlan:
         """
         index = ItemIndex(self.items)
         grid = self.grid
+        side = self.read_side
         batch: list[BlockSpec] = []
         reads: dict[tuple[int, int], tuple[tuple[slice, slice], list]] = {}  # per read group, while its blocks come
 
@@ -144,7 +159,7 @@ class RunPlan:
             if len(reads) > 4 * lookahead:  # a group's blocks come at most one block row apart
                 reads.clear()
 
-        for block in iter_blocks(grid):
+        for block in iter_blocks(grid, side):
             batch.append(block)
             if len(batch) >= lookahead:
                 yield from flush()
@@ -200,6 +215,7 @@ def plan_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice
         return pixel_layout(cfg, aoi, items, card, lattice=lattice)
     read_res = read_resolution(cfg, card)
     detail = evaluation_path(detail_plan(cfg, card.window_px).reading(round(read_res / cfg.resolution)), card)
+    block_m = BLOCK_PATH_M if detail.path == "block" else BLOCK_M
     grid = plan_grid(
         aoi,
         crs=cfg.crs,
@@ -209,7 +225,7 @@ def plan_layout(cfg: MapConfig, aoi: AOI, items: list, card, *, lattice: Lattice
         margin_px=detail.margin_px,
         # Blocks classified from coarser planes cover as many of those pixels, i.e. more ground:
         # fewer reads per cell and fewer COG tiles decoded twice at block edges.
-        cells_per_chunk=cfg.cells_per_chunk or max(1, round(BLOCK_M * detail.read_factor / cell_size_m(cfg, card))),
+        cells_per_chunk=cfg.cells_per_chunk or max(1, round(block_m * detail.read_factor / cell_size_m(cfg, card))),
         min_blocks=MIN_BLOCKS if detail.margin_px == 0 else MIN_DETAIL_BLOCKS,
         coverage=footprint_union(items),
         lattice_from_coverage=lattice == "coverage",

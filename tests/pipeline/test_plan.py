@@ -110,3 +110,27 @@ def test_the_plan_says_how_large_the_outputs_will_be(demo_world, tiny_model, tmp
     outputs = json.loads(proc.stdout)["outputs"]
     assert outputs["qa_side_m"] == 500.0 and 0 < outputs["qa_squares"] < outputs["grid_cells"]
     assert outputs["raster_mib"] > 0
+
+
+def test_the_block_path_plans_blocks_of_19_km_each_read_alone_and_windows_keep_9_6_km_in_pairs():
+    """The backbone once per block pays its halo per block: bigger blocks for the block path only
+    (1.44x the block's pixels computed instead of 1.96x), each read by its own task so a worker's
+    read stays bounded; a windows model keeps 9.6 km blocks read 2 x 2."""
+    from models.reben import card_from_config
+    from pipeline.blocks import read_group, read_group_side
+    from pipeline.plan import plan_layout
+    from pipeline.settings import MapConfig
+
+    square = parse_aoi({"type": "Polygon", "coordinates": [[[11.3, 45.0], [12.1, 45.0], [12.1, 45.6], [11.3, 45.6],
+                                                           [11.3, 45.0]]]})  # ~63 x 67 km: 4 x 4 blocks of 19.2 km
+    items = [Item("a", shapely.box(11.0, 44.5, 12.5, 46.0), "32TQR")]
+    cfg = MapConfig(aoi=shapely.geometry.mapping(square.geometry), out=Path("unused"))
+    sides = {}
+    for name in ("resnet50", "mobilenetv3_large_100"):
+        card = card_from_config({"timm_model_name": name, "channels": 10, "classes": 19},
+                                repo_id="BIFOLD-BigEarthNetv2-0/resnet50-s2-v0.2.0")
+        grid, detail, _ = plan_layout(cfg, square, items, card)
+        side = read_group_side(grid, detail.read_factor)
+        blocks = list(iter_blocks(grid, side))
+        sides[detail.path] = (grid.cells_per_chunk, side, len({read_group(b) for b in blocks}) < len(blocks))
+    assert sides == {"block": (192, 1, False), "windows": (96, 2, True)}
