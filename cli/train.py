@@ -44,7 +44,11 @@ class TrainingCommands:
         from models.training.config import load_config
         from models.training.sources import load_source
         from models.training.sr_classifier import run_training
-        from models.training.timm import is_timm_config, load_timm_config, run_timm_training
+        from models.training.timm import (
+            is_timm_config,
+            load_timm_config,
+            run_timm_training,
+        )
 
         if is_timm_config(config):
             timm_result = run_timm_training(load_timm_config(config), window_sources=self.window_sources,
@@ -66,25 +70,39 @@ class TrainingCommands:
     def evaluate(
         self,
         weights: Annotated[Path, typer.Argument(help="weights (.safetensors) with their model card")],
-        config: Annotated[Path | None, typer.Option(help="evaluate on this config's validation source")] = None,
-        data: Annotated[Path | None, typer.Option(help="or on a patch set (.npz)")] = None,
-        split: Annotated[str, typer.Option(help="name of the evaluation set in the card")] = "validation",
-        unverified: Annotated[bool, typer.Option("--unverified", help="weights without a training split record: report as unverified")] = False,
-        out: Annotated[Path | None, typer.Option(help="folder for figures (default: beside the weights)")] = None,
+        config: Annotated[Path | None, typer.Option(help="evaluate on this config's validation source (a seed config's "
+                                                        "patches or a timm config's windows)")] = None,
+        data: Annotated[Path | None, typer.Option(help="or on a patch set (.npz, seed family)")] = None,
+        labels: Annotated[Path | None, typer.Option(help="or on your labelled windows: a GeoPackage whose layer has "
+                                                        "a filled class field (e.g. the map's landcover.gpkg)")] = None,
+        imagery: Annotated[Path | None, typer.Option(help="with --labels: the imagery they sit on (the map's composite.tif)")] = None,
+        layer: Annotated[str, typer.Option(help="with --labels: the labelled layer")] = "to_label",
+        bands: Annotated[str | None, typer.Option(help="with --labels: file band numbers of the model's bands (e.g. "
+                                                       "3,2,1) when the imagery's bands are not named")] = None,
+        split: Annotated[str | None, typer.Option(help="name of the evaluation set (default: validation; labels with --labels)")] = None,
+        unverified: Annotated[bool, typer.Option("--unverified", help="no proof the data are held out (no split record, "
+                                                 "or labels the model learned from): report as unverified")] = False,
+        out: Annotated[Path | None, typer.Option(help="folder for figures and the metrics JSON (default: beside the "
+                                                      "weights; with --labels, beside the labels)")] = None,
     ) -> None:
-        """Held-out metrics, confusion matrix, ROC/PR curves, learning curves and the SR figure."""
-        from models.datasets import PatchSet
-        from models.evaluate import evaluate_weights
-        from models.training.config import TrainConfigError, load_config
-        from models.training.sources import load_source
+        """Held-out metrics and figures of any window classifier: on a config's validation source or a
+        patch set (confusion matrix, ROC/PR, learning curves, the SR figure; the card records them), or
+        on your own labels (agreement, confusion matrix; a JSON beside the labels, the card untouched)."""
+        from models.training.config import TrainConfigError
 
-        if (config is None) == (data is None):
-            raise TrainConfigError("give exactly one of --config (its validation source) or --data (a .npz patch set)")
-        if config is not None:
-            patches = load_source(load_config(config).validation, keep_windows=True, sources=self.sources)
-        else:
-            patches = PatchSet.load(data)  # type: ignore[arg-type]
-        _report(evaluate_weights(weights, patches, split_name=split, unverified=unverified, out_dir=out))
+        if sum(x is not None for x in (config, data, labels)) != 1:
+            raise TrainConfigError("give exactly one of --config (its validation source), --data (a .npz patch set) "
+                                   "or --labels MAP.gpkg --imagery composite.tif (your labelled windows)")
+        if labels is not None:
+            from models.evaluate import evaluate_labels
+
+            if imagery is None:
+                raise TrainConfigError("--labels needs --imagery: the image the labelled windows sit on (the map's composite.tif)")
+            _report_labels(evaluate_labels(weights, labels, imagery, layer=layer, bands=parse_bands(bands),
+                                           unverified=unverified, out_dir=out, split_name=split or "labels"))
+            return
+        _report(_evaluate_dataset(weights, config, data, split or "validation", unverified, out, self.sources,
+                                  self.window_sources))
 
     def active_learn(
         self,
@@ -143,6 +161,9 @@ class TrainingCommands:
                                                        "the imagery's bands are not named")] = None,
         seed: Annotated[int, typer.Option(help="seed of the hold-out draw, the replay sample and training")] = 0,
         threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: all)")] = None,
+        ssas: Annotated[bool, typer.Option("--ssas/--no-ssas", help="then a short second round with SSAS pseudo-labels: "
+                                           "unlabelled windows of the imagery whose top class the base and the "
+                                           "fine-tuned model agree on (at most 4 per label)")] = False,
     ) -> None:
         """Continue training from BASE on your labels joined to a replay of the data BASE was trained on
         (the demo world for demo models); prints and records agreement before and after on held-out labels
@@ -151,7 +172,7 @@ class TrainingCommands:
         from models.finetune import FinetuneSettings, finetune
         from pipeline.demo.replay import demo_replay
 
-        settings = FinetuneSettings(name=name, holdout=holdout, epochs=epochs, seed=seed, threads=threads)
+        settings = FinetuneSettings(name=name, holdout=holdout, epochs=epochs, seed=seed, threads=threads, ssas=ssas)
         result = finetune(base, labels, imagery, layer=layer, out_dir=out_dir, settings=settings,
                           replay_loader=lambda card, w: demo_replay(card, w, max_train=replay_windows, seed=seed),
                           bands=parse_bands(bands), log=lambda line: console.print(line, highlight=False, soft_wrap=True))
@@ -180,6 +201,50 @@ def register(app: typer.Typer, sources: Mapping[str, SourceLoader] | None = None
 
 
 # --------------------------------------------------------------------------- workers
+
+
+def _evaluate_dataset(weights: Path, config: Path | None, data: Path | None, split: str, unverified: bool,
+                      out: Path | None, sources: Mapping[str, SourceLoader], window_sources: Mapping[str, WindowLoader]):
+    """A config's validation source (a timm config's windows, a seed config's patches) or a patch set."""
+    from models.checkpoint import read_card
+    from models.datasets import PatchSet
+    from models.evaluate import evaluate_weights, evaluate_windows, require_patch_model
+    from models.training.timm import is_timm_config
+
+    card = read_card(weights)  # None: a bare seed checkpoint, which load_model reads or names the problem of
+    if card is not None:
+        card.require_windows("evaluation")
+    if config is not None and is_timm_config(config):
+        from models.bands import common_name
+        from models.evaluate import EvaluationError
+
+        if card is None:
+            raise EvaluationError(f"no model card beside {weights} ({Path(weights).with_suffix('.json').name}): a timm "
+                                  "config's windows are cut to the card's bands")
+        from models.training.timm import load_timm_config, load_windows
+
+        cfg = load_timm_config(config)
+        windows = load_windows(cfg.validation, [common_name(b) for b in card.bands], window_sources)
+        return evaluate_windows(weights, windows, config_name=cfg.name, split_name=split, unverified=unverified,
+                                out_dir=out)
+    if card is not None:
+        require_patch_model(card)  # before reading patches the model could not use
+    if config is not None:
+        from models.training.config import load_config
+        from models.training.sources import load_source
+
+        patches = load_source(load_config(config).validation, keep_windows=True, sources=sources)
+    else:
+        patches = PatchSet.load(data)  # type: ignore[arg-type]
+    return evaluate_weights(weights, patches, split_name=split, unverified=unverified, out_dir=out)
+
+
+def _report_labels(metrics) -> None:
+    line = (f"{metrics.split}: n={metrics.n} agreement {metrics.agreement:.1%} (own class = the model's top class)"
+            + (f"; listed classes scored >= {metrics.threshold:g}: {metrics.scored:.1%}" if metrics.scored is not None else "")
+            + (f"; macro F1 {metrics.scores.macro_f1:.3f}" if metrics.scores is not None else "")
+            + (f"; {metrics.left_out} rows the model learned from left out" if metrics.left_out else ""))
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def _report(metrics) -> None:
@@ -246,7 +311,13 @@ def query_map(weights: Path, imagery: Path, labels: Path | None, *, n: int, p_in
     from the model's own confident top classes (multi-label models: the top class too)."""
     from shapely.geometry import box
 
-    from models.active import dbss_select, label_fields, query_shortfall, stand_in_centres, to_label_frame
+    from models.active import (
+        dbss_select,
+        label_fields,
+        query_shortfall,
+        stand_in_centres,
+        to_label_frame,
+    )
     from models.imagery import classify, cut_windows, read_imagery, windows_at
     from models.predictor import Predictor
 
@@ -260,7 +331,7 @@ def query_map(weights: Path, imagery: Path, labels: Path | None, *, n: int, p_in
     fields = label_fields(card.task)
     keep = np.ones(len(pool), bool)
     if labels is not None:
-        from models.finetune import main_classes, read_labels
+        from models.user_labels import main_classes, read_labels
 
         (centres, _), _, ids, written = read_labels(labels, layer, card, fields, minimum=2, purpose="DBSS")
         done = windows_at(image, card, centres, ids)

@@ -12,7 +12,10 @@ before the output:
   from the border branch (smallest s_b), never the same sample twice.
 
 SSAS (self-supervised sample augmentation): an unlabelled sample gets a pseudo-label when
-the models of two consecutive cycles predict the same class for it.
+the models of two consecutive cycles predict the same class for it. In the real loop the two
+cycles are the model that picked the windows and the model fine-tuned on their labels
+(``landcover finetune --ssas``, :mod:`models.finetune`); pseudo-labels are capped per user label
+and balanced by class (:func:`balanced_cap`), and never measure anything.
 
 Every model family is queried the same way: DBSS runs in the model's own embedding (the pooled
 features before its classifier). Class centres need one class per labelled sample: a user's
@@ -150,6 +153,23 @@ def ssas_pseudo_labels(previous: np.ndarray, current: np.ndarray) -> tuple[np.nd
         prev, curr = prev.argmax(axis=1), curr.argmax(axis=1)
     agree = np.flatnonzero(prev == curr)
     return agree.astype(np.int64), curr[agree].astype(np.int64)
+
+
+def balanced_cap(labels: np.ndarray, confidence: np.ndarray, cap: int) -> np.ndarray:
+    """Positions (sorted) of at most ``cap`` pseudo-labelled samples, the classes taking turns - each
+    giving its most confident remaining sample - so a class that covers most of a map cannot crowd
+    out the others' pseudo-labels; below ``cap`` every sample is kept."""
+    labels, confidence = np.asarray(labels), np.asarray(confidence)
+    if cap >= len(labels):
+        return np.arange(len(labels), dtype=np.int64)
+    queues = [list(np.flatnonzero(labels == c)[np.argsort(-confidence[labels == c], kind="stable")])
+              for c in np.unique(labels)]
+    picked: list[int] = []
+    while len(picked) < cap:
+        for queue in queues:
+            if queue and len(picked) < cap:
+                picked.append(int(queue.pop(0)))
+    return np.sort(np.array(picked, np.int64))
 
 
 # --------------------------------------------------------------------------- simulation

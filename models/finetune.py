@@ -5,7 +5,7 @@
 1. The labelled rows of the layer (the ``class`` field, and ``class_2``/``class_3`` for
    multi-label models: names of the card's classes, BigEarthNet names or map codes) become
    windows of the card's footprint centred on each polygon, cut from the imagery's card bands.
-   Fewer than :data:`MIN_LABELS` labelled rows are refused with the count.
+   Fewer than :data:`models.user_labels.MIN_LABELS` labelled rows are refused with the count.
 2. A fixed share (``holdout``) of them is held out, drawn with ``seed``; the rest join the
    replay's training windows - the data the base learned from (for demo models the demo world,
    rebuilt by ``pipeline.demo.replay``) - so the network learns the user's hard windows without
@@ -23,6 +23,16 @@
    before and after on the held-out labels and on the replay's validation windows, leaving out every validation window that overlaps a labelled
    window (the user's labels may lie on the validation world's ground). The last epoch is kept:
    choosing an epoch by the held-out labels would make them part of training.
+5. SSAS (``settings.ssas``, ``--ssas``): the two consecutive cycles are the base - the model
+   that picked the windows - and the model just fine-tuned. Windows of the imagery every half
+   window (:func:`ssas_pool`: none sharing a pixel with a held-out window, none a labelled window)
+   whose top class both predict become pseudo-labelled rows (that class the one known positive),
+   at most ``ssas_ratio`` per user label learned from, the classes taking turns
+   (:func:`models.active.balanced_cap`); a short second round (``ssas_epochs`` at
+   ``ssas_lr_scale`` of the rate) trains on replay + labels + pseudo-labels. Pseudo-labels never
+   measure anything: with SSAS the replay's validation also leaves out every window under a
+   candidate, before anything is measured, and the report keeps the agreement after the labels
+   alone (``ssas.after_labels_only``) beside the final one.
 
 The new weights get a card naming the parent (id, sha256), the labels (layer, count, sha256 of
 the rows used), the replay, and the parent's ``synthetic`` flag, and a ``<name>.finetune.json``
@@ -31,7 +41,6 @@ report beside them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -47,46 +56,17 @@ from torch.nn import functional as F
 from models.card import LabelsUsed, Lineage, ModelCard, TrainingData
 from models.errors import LandcoverError
 from models.files import atomic_write_text
-
-MIN_LABELS = 10
+from models.imagery import Imagery
+from models.user_labels import (
+    LabelledWindows,
+    bounds_to_4326,
+    labels_digest,
+    read_user_windows,
+)
 
 
 class FinetuneError(LandcoverError):
     """Fine-tuning cannot start with the given labels, imagery or base model."""
-
-
-@dataclass
-class LabelledWindows:
-    """Windows of the card's bands with labels in the card's output order.
-
-    ``targets`` (N, C) are 1 for a class present, 0 for absent; ``known`` (N, C) says which of them
-    are labels at all (False for the classes a user row does not list); ``main`` (N,) is each
-    window's own class (a user row's first field, a replay window's majority class), the one
-    agreement is judged by. ``windows`` hold reflectance, or integer DN when ``dn_scale`` is not 1
-    (0 = no data).
-    """
-
-    windows: np.ndarray
-    targets: np.ndarray
-    known: np.ndarray
-    main: np.ndarray
-    ids: list[str]
-    bounds_4326: list[tuple[float, float, float, float]] | None = None
-    dn_scale: float = 1.0
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def reflectance(self, index: np.ndarray | None = None) -> np.ndarray:
-        w = self.windows if index is None else self.windows[index]
-        if self.dn_scale == 1.0:
-            return np.asarray(w, np.float32)
-        return np.where(w == 0, np.nan, w.astype(np.float32) * np.float32(self.dn_scale)).astype(np.float32)
-
-    def subset(self, index: np.ndarray) -> LabelledWindows:
-        return LabelledWindows(self.windows[index], self.targets[index], self.known[index], self.main[index],
-                               [self.ids[i] for i in index],
-                               None if self.bounds_4326 is None else [self.bounds_4326[i] for i in index], self.dn_scale)
 
 
 @dataclass(frozen=True)
@@ -110,6 +90,10 @@ class FinetuneSettings:
     rank_weight: float = 1.0  # multi-label: weight of the cross-entropy on each window's own class
     seed: int = 0
     threads: int | None = None
+    ssas: bool = False  # a second, short round with SSAS pseudo-labels (see the module's docstring)
+    ssas_ratio: float = 4.0  # at most this many pseudo-labels per user label learned from
+    ssas_epochs: int = 2
+    ssas_lr_scale: float = 0.3  # the second round's learning rate, relative to the first's
 
 
 # The families' recipes: a short, gentle continuation (the base already knows the classes).
@@ -126,78 +110,6 @@ class FinetuneResult:
 
 
 # --------------------------------------------------------------------------- labels
-
-
-def _class_index(value: object, card: ModelCard) -> int:
-    """Output index of a class given by name (the card's, or BigEarthNet's either nomenclature) or map code."""
-    from models.classes import CLASS_NAMES
-    from models.labels import LabelError, index19
-
-    text = str(value).strip()
-    if text.isdigit():
-        codes = card.class_codes
-        if int(text) in codes:
-            return codes.index(int(text))
-        raise FinetuneError(f"class code {text} is not one of the model's classes (codes {min(codes)}..{max(codes)})")
-    if text in card.classes:
-        return card.classes.index(text)
-    try:
-        idx = index19(text)
-    except LabelError:
-        idx = None
-    if idx is not None and CLASS_NAMES[idx] in card.classes:
-        return card.classes.index(CLASS_NAMES[idx])
-    raise FinetuneError(f"label {text!r} is not one of the model's classes: pick a name from the form's list "
-                        f"(e.g. {card.classes[0]!r})")
-
-
-def read_labels(gpkg: Path, layer: str, card: ModelCard, fields: Sequence[str], *, minimum: int = MIN_LABELS,
-                purpose: str = "fine-tuning") -> tuple[list, np.ndarray, list[str], list[list[str]]]:
-    """([window centres, their CRS], positives (N, C) bool, ids, the classes as written - the first
-    is the row's own class) of the labelled rows of ``layer``."""
-    import pyogrio
-    import pyogrio.errors
-
-    if not Path(gpkg).is_file():
-        raise FinetuneError(f"labels not found: {gpkg}; give the GeoPackage active-learn wrote (e.g. maps/x/landcover.gpkg)")
-    try:
-        frame = pyogrio.read_dataframe(gpkg, layer=layer)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise FinetuneError(f"cannot read layer {layer!r} of {gpkg} ({str(exc).splitlines()[0]}); "
-                            "give --layer the layer you labelled") from None
-    present = [f for f in fields if f in frame.columns]
-    if not present:
-        raise FinetuneError(f"layer {layer!r} of {gpkg} has no {fields[0]!r} field: label the to_label layer "
-                            "that `landcover active-learn` wrote")
-    centres, positives, ids, written = [], [], [], []
-    for i, row in frame.iterrows():
-        values = [str(row[f]).strip() for f in present if row[f] is not None and str(row[f]).strip() not in ("", "nan", "None")]
-        if not values:
-            continue
-        pos = np.zeros(len(card.classes), bool)
-        for v in values:
-            pos[_class_index(v, card)] = True
-        point = row.geometry.representative_point()
-        centres.append((point.x, point.y))
-        positives.append(pos)
-        written.append(values)
-        ids.append(str(row["patch_id"]) if "patch_id" in frame.columns and row["patch_id"] else f"{layer}/{i}")
-    if len(ids) < minimum:
-        raise FinetuneError(f"only {len(ids)} rows of {layer!r} in {gpkg} are labelled; {purpose} needs at least "
-                            f"{minimum} (fill the {present[0]!r} field of more rows in QGIS, 30 or more is better)")
-    crs = frame.crs.to_wkt() if frame.crs is not None else None
-    return [centres, crs], np.array(positives), ids, written
-
-
-def main_classes(written: Sequence[Sequence[str]], card: ModelCard) -> np.ndarray:
-    """Output index of each labelled row's own class: its first field."""
-    return np.array([_class_index(w[0], card) for w in written], np.int64)
-
-
-def labels_digest(ids: Sequence[str], written: Sequence[Sequence[str]], centres: Sequence[tuple[float, float]]) -> str:
-    """sha256 of the labelled rows as used: id, classes and window centre (to the centimetre), in order."""
-    rows = [[i, list(w), [round(x, 2), round(y, 2)]] for i, w, (x, y) in zip(ids, written, centres, strict=True)]
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def holdout_split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -272,9 +184,18 @@ class _Family:
 
     @torch.no_grad()
     def top(self, x: Tensor, batch: int = 128) -> np.ndarray:
+        return self.top_confidence(x, batch)[0]
+
+    @torch.no_grad()
+    def top_confidence(self, x: Tensor, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+        """(top class, its probability: softmax, or sigmoid for multi-label) of each input."""
         self.model.eval()
-        return torch.cat([self.logits(x[s:s + batch].float()).argmax(1) for s in range(0, len(x), batch)]).numpy() \
-            if len(x) else np.zeros(0, np.int64)
+        if not len(x):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        logits = torch.cat([self.logits(x[s:s + batch].float()).float() for s in range(0, len(x), batch)])
+        probs = torch.sigmoid(logits) if self.card.task == "multi-label" else torch.softmax(logits, 1)
+        confidence, top = probs.max(1)
+        return top.numpy(), confidence.numpy()
 
 
 def agreement(top: np.ndarray, main: np.ndarray) -> float:
@@ -292,17 +213,68 @@ def _overlapping(bounds: Sequence[tuple[float, float, float, float]], others: Se
     return np.array([len(tree.query(box(*b), predicate="intersects")) > 0 for b in bounds], bool)
 
 
-def _to_4326(bounds: Sequence[tuple[float, float, float, float]], crs: str | None) -> list[tuple[float, float, float, float]]:
-    from pyproj import Transformer
+# --------------------------------------------------------------------------- training rounds and SSAS
 
-    if crs is None:
-        raise FinetuneError("the imagery has no CRS: give the map's composite.tif (georeferenced)")
-    tx = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    out = []
-    for x0, y0, x1, y1 in bounds:
-        xs, ys = tx.transform([x0, x1, x1, x0], [y0, y0, y1, y1])
-        out.append((min(xs), min(ys), max(xs), max(ys)))
-    return out
+
+def _train_round(fam: _Family, x: Tensor, y: Tensor, k: Tensor, m: Tensor, order: np.ndarray, *, epochs: int,
+                 lr: float, weight_decay: float, settings: FinetuneSettings, generator: torch.Generator,
+                 log: Callable[[str], None], first: int = 0) -> list[dict]:
+    """``epochs`` passes over ``order`` (indices into ``x``; a repeated index is seen that often per
+    epoch) with AdamW and a cosine decay to 5 % of ``lr``; the model is left in eval mode. Returns
+    one history row per epoch, numbered from ``first + 1``."""
+    from models.training.trainer import batches
+
+    model, card = fam.model, fam.card
+    if card.family == "sr-classifier":
+        model.freeze_sr()
+    optimizer = torch.optim.AdamW(fam.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * -(-len(order) // settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=lr * 0.05)
+    history = []
+    for epoch in range(first, first + epochs):
+        model.train()
+        if card.family == "sr-classifier" and model.sr_model is not None:
+            model.sr_model.eval()  # the SR stage stays frozen, as in training
+        losses = []
+        for b in batches(len(order), settings.batch_size, generator):
+            if len(b) < 2:  # BatchNorm needs two samples
+                continue
+            idx = torch.from_numpy(order[b.numpy()])
+            loss = fam.loss(fam.logits(fam.augment(x[idx].float(), generator)), y[idx], k[idx], m[idx],
+                            settings.rank_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5)})
+        log(f"epoch {epoch + 1}/{first + epochs}: loss {history[-1]['loss']:.4f}")
+    model.eval()
+    return history
+
+
+def ssas_pool(image: Imagery, card: ModelCard, labelled: Sequence[tuple[int, int]], held_out: np.ndarray):
+    """The unlabelled windows SSAS may pseudo-label: windows of the card's footprint every half window
+    over the imagery (the labelled windows tile most of a small map), none sharing a pixel with a
+    held-out labelled window (they measure the result) nor being a labelled window itself."""
+    from models.imagery import cut_windows, overlapping, window_px
+
+    size = window_px(card, image.pixel_m)
+    pool = cut_windows(image, card, stride_px=max(size // 2, 1))
+    held = [labelled[i] for i in held_out]
+    keep = ~overlapping(pool.origins, held, size) & ~np.isin([f"{r},{c}" for r, c in pool.origins],
+                                                              [f"{r},{c}" for r, c in labelled])
+    return pool.subset(np.flatnonzero(keep))
+
+
+def pseudo_targets(classes: np.ndarray, n_classes: int, task: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(targets, known, own class) rows for pseudo-labels: the agreed top class is the one positive;
+    for multi-label models the other classes stay unknown (a window's top class says nothing of its
+    others), for single-label models they are absent, as for a user's row."""
+    targets = np.zeros((len(classes), n_classes), np.float32)
+    targets[np.arange(len(classes)), classes] = 1.0
+    known = targets.copy() if task == "multi-label" else np.ones_like(targets)
+    return torch.from_numpy(targets), torch.from_numpy(known), torch.from_numpy(np.asarray(classes, np.int64))
 
 
 # --------------------------------------------------------------------------- the run
@@ -319,11 +291,10 @@ def finetune(base: Path, labels: Path, imagery: Path, *, layer: str = "to_label"
     ``<out_dir>/<name>.safetensors`` with its card and ``<name>.finetune.json``."""
     import re
 
-    from models.active import label_fields
+    from models.active import balanced_cap, ssas_pseudo_labels
     from models.checkpoint import load_model
     from models.files import sha256_file
-    from models.imagery import read_imagery, windows_at
-    from models.training.trainer import Session, batches
+    from models.training.trainer import Session
 
     t0 = time.perf_counter()
     base = Path(base)
@@ -342,18 +313,8 @@ def finetune(base: Path, labels: Path, imagery: Path, *, layer: str = "to_label"
     recipe = _DEFAULTS[card.family]
     epochs, lr = settings.epochs or recipe["epochs"], settings.lr or recipe["lr"]
 
-    (centres, label_crs), positives, ids, written = read_labels(labels, layer, card, label_fields(card.task))
-    image = read_imagery(imagery, card, bands=bands)
-    if label_crs is not None and image.crs is not None:
-        from pyproj import CRS, Transformer
-
-        if not CRS.from_wkt(label_crs).equals(CRS.from_wkt(image.crs)):
-            tx = Transformer.from_crs(label_crs, image.crs, always_xy=True)
-            centres = [tx.transform(x, y) for x, y in centres]
-    user_win = windows_at(image, card, centres, ids)
-    main = main_classes(written, card)
-    user = LabelledWindows(user_win.data, positives.astype(np.float32), positives if card.task == "multi-label"
-                           else np.ones_like(positives), main, ids, _to_4326(user_win.bounds, image.crs))
+    labelled = read_user_windows(labels, layer, imagery, card, bands=bands)
+    user, image, ids, written, centres = labelled.windows, labelled.image, labelled.windows.ids, labelled.written, labelled.centres
     train_idx, held_idx = holdout_split(len(user), settings.holdout, settings.seed)
     log(f"{len(user)} labelled windows: {len(train_idx)} to learn from, {len(held_idx)} held out")
 
@@ -362,10 +323,15 @@ def finetune(base: Path, labels: Path, imagery: Path, *, layer: str = "to_label"
         raise FinetuneError(f"no replay of {base.name}'s training data is available: fine-tuning on the labels alone "
                             "makes the model forget what it knew; finetune a demo model (its demo world is rebuilt) "
                             "or give the training data")
-    keep_val = ~_overlapping(replay.validation.bounds_4326 or [], user.bounds_4326) if len(replay.validation) else np.zeros(0, bool)
+    pool = ssas_pool(image, card, labelled.origins, held_idx) if settings.ssas else None
+    # Validation windows under a labelled window - or, with SSAS, under a window that may get a
+    # pseudo-label - are left out before anything is measured, so before and after share one set.
+    taken = user.bounds_4326 + (bounds_to_4326(pool.bounds, image.crs) if pool is not None else [])
+    keep_val = ~_overlapping(replay.validation.bounds_4326 or [], taken) if len(replay.validation) else np.zeros(0, bool)
     validation = replay.validation.subset(np.flatnonzero(keep_val))
     log(f"replay: {len(replay.train)} training windows, {len(validation)} validation windows "
-        f"({int((~keep_val).sum())} overlapping labelled windows left out) - {replay.description}")
+        f"({int((~keep_val).sum())} overlapping labelled{' or pseudo-label' if pool is not None else ''} windows "
+        f"left out) - {replay.description}")
 
     session = Session.start(settings.seed, "cpu", settings.threads)
     model = model.to(session.device)
@@ -376,6 +342,8 @@ def finetune(base: Path, labels: Path, imagery: Path, *, layer: str = "to_label"
               "replay_validation": agreement(fam.top(x_val), validation.main)}
     log(f"before: held-out agreement {before['held_out']:.1%} (n={len(held)}), replay validation "
         f"{before['replay_validation']:.1%} (n={len(validation)})")
+    x_pool = fam.inputs(pool.data) if pool is not None else None
+    parent_top = fam.top(x_pool) if x_pool is not None else None  # SSAS's first cycle: the model that picked the windows
 
     mine = user.subset(train_idx)
     repeat = max(1, int(round(settings.user_share * len(replay.train) / ((1 - settings.user_share) * len(mine)))))
@@ -384,36 +352,36 @@ def finetune(base: Path, labels: Path, imagery: Path, *, layer: str = "to_label"
     k = torch.from_numpy(np.concatenate([replay.train.known, mine.known]).astype(np.float32))
     m = torch.from_numpy(np.concatenate([replay.train.main, mine.main]).astype(np.int64))
     order = np.concatenate([np.arange(len(replay.train)), np.tile(np.arange(len(replay.train), len(x_train)), repeat)])
-
-    params = fam.parameters()
-    if card.family == "sr-classifier":
-        model.freeze_sr()
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=recipe["weight_decay"])
-    steps = epochs * -(-len(order) // settings.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=lr * 0.05)
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        if card.family == "sr-classifier" and model.sr_model is not None:
-            model.sr_model.eval()  # the SR stage stays frozen, as in training
-        losses = []
-        for b in batches(len(order), settings.batch_size, session.generator):
-            if len(b) < 2:  # BatchNorm needs two samples
-                continue
-            idx = torch.from_numpy(order[b.numpy()])
-            x = fam.augment(x_train[idx].float(), session.generator)
-            loss = fam.loss(fam.logits(x), y[idx], k[idx], m[idx], settings.rank_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5)})
-        log(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}")
-    model.eval()
+    history = _train_round(fam, x_train, y, k, m, order, epochs=epochs, lr=lr, weight_decay=recipe["weight_decay"],
+                           settings=settings, generator=session.generator, log=log)
     after = {"held_out": agreement(fam.top(x_held), held.main),
              "replay_validation": agreement(fam.top(x_val), validation.main)}
     log(f"after: held-out agreement {after['held_out']:.1%}, replay validation {after['replay_validation']:.1%}")
+
+    ssas_report = None
+    if x_pool is not None and parent_top is not None and len(x_pool):
+        top, confidence = fam.top_confidence(x_pool)  # the second cycle: the model just trained
+        agree, pseudo = ssas_pseudo_labels(parent_top, top)
+        pick = balanced_cap(pseudo, confidence[agree], int(settings.ssas_ratio * len(mine)))
+        agree, pseudo = agree[pick], pseudo[pick]
+        ssas_report = {"candidates": len(x_pool), "agreeing": int((parent_top == top).sum()), "pseudo_labels": len(agree),
+                       "classes": {card.classes[c]: int((pseudo == c).sum()) for c in np.unique(pseudo)},
+                       "after_labels_only": after}
+        log(f"SSAS: {len(agree)} pseudo-labels ({ssas_report['agreeing']} of {len(x_pool)} unlabelled windows agree "
+            f"between {card.model_id} and the fine-tuned model; at most {settings.ssas_ratio:g}x the labels)")
+        if len(agree):
+            py, pk, pm = pseudo_targets(pseudo, len(card.classes), card.task)
+            x_train = torch.cat([x_train, x_pool[torch.from_numpy(agree)]])
+            y, k, m = torch.cat([y, py]), torch.cat([k, pk]), torch.cat([m, pm])
+            order = np.concatenate([order, np.arange(len(x_train) - len(agree), len(x_train))])
+            history += _train_round(fam, x_train, y, k, m, order, epochs=settings.ssas_epochs,
+                                    lr=lr * settings.ssas_lr_scale, weight_decay=recipe["weight_decay"],
+                                    settings=settings, generator=session.generator, log=log, first=len(history))
+            after = {"held_out": agreement(fam.top(x_held), held.main),
+                     "replay_validation": agreement(fam.top(x_val), validation.main)}
+            log(f"after SSAS: held-out agreement {after['held_out']:.1%}, replay validation "
+                f"{after['replay_validation']:.1%}")
+    n_pseudo = ssas_report["pseudo_labels"] if ssas_report is not None else 0
 
     parent_sha = card.sha256 or sha256_file(base)
     lineage = Lineage(
@@ -430,12 +398,14 @@ def finetune(base: Path, labels: Path, imagery: Path, *, layer: str = "to_label"
         "finetune_replay_validation_agreement_before": round(before["replay_validation"], 4),
         "finetune_replay_validation_agreement_after": round(after["replay_validation"], 4),
         "finetune_train_user_n": len(mine), "finetune_train_replay_n": len(replay.train), "finetune_epochs": epochs,
+        "finetune_ssas_pseudo_labels": n_pseudo, "finetune_ssas_epochs": settings.ssas_epochs if n_pseudo else 0,
     }
     update = {
         "lineage": lineage, "source": None, "published_metrics": [], "metrics": metrics, "sha256": None,
         "training_data": TrainingData(
             description=f"fine-tuned from {card.model_id} on {len(mine)} user labels ({layer} of {Path(labels).name}) "
-                        f"joined to a replay ({replay.description}); parent: {card.training_data.description}",
+                        + (f"and {n_pseudo} SSAS pseudo-labels " if n_pseudo else "")
+                        + f"joined to a replay ({replay.description}); parent: {card.training_data.description}",
             synthetic=card.training_data.synthetic),
         "created": datetime.now(UTC),
     }
@@ -454,7 +424,8 @@ def finetune(base: Path, labels: Path, imagery: Path, *, layer: str = "to_label"
         save_model(model, new_card, weights)
     seconds = time.perf_counter() - t0
     report = {"name": name, "parent": base.name, "before": before, "after": after, "metrics": metrics,
-              "held_out_ids": [held.ids[i] for i in range(len(held))], "history": history, "seconds": round(seconds, 1)}
+              "held_out_ids": list(held.ids), "train_label_ids": list(mine.ids), "ssas": ssas_report,
+              "history": history, "seconds": round(seconds, 1)}
     atomic_write_text(out_dir / f"{name}.finetune.json", json.dumps(report, indent=2) + "\n")
     from models.checkpoint import read_card
 

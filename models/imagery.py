@@ -71,6 +71,20 @@ class Windows:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, index: Sequence[int] | np.ndarray) -> Windows:
+        index = np.asarray(index, np.int64)
+        return Windows(self.data[index], [self.origins[i] for i in index], [self.bounds[i] for i in index],
+                       [self.ids[i] for i in index], self.size_px, self.crs)
+
+
+def overlapping(origins: Sequence[tuple[int, int]], others: Sequence[tuple[int, int]], size: int) -> np.ndarray:
+    """bool per window at ``origins``: whether it shares a pixel with any window at ``others``
+    (top-left (row, col) of ``size`` px squares of one image; windows that only touch do not)."""
+    if not len(origins) or not len(others):
+        return np.zeros(len(origins), bool)
+    gap = np.abs(np.asarray(origins)[:, None, :] - np.asarray(others)[None, :, :])
+    return (gap < size).all(axis=-1).any(axis=1)
+
 
 def _described_band(description: str | None) -> str | None:
     """The band a description names by its first word (``red surface reflectance``, ``B04``), if any."""

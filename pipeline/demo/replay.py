@@ -30,7 +30,8 @@ from pipeline.demo.world import DemoWorld, generate_world
 
 if TYPE_CHECKING:
     from models.card import ModelCard
-    from models.finetune import LabelledWindows, Replay
+    from models.finetune import Replay
+    from models.user_labels import LabelledWindows
 
 CONFIGS = Path(__file__).resolve().parents[2] / "models" / "configs"
 _CACHE_VERSION = 1
@@ -142,7 +143,7 @@ def world_windows(world: DemoWorld, bands: Sequence[str], *, window: int = 120, 
 
 def _labelled(data: dict[str, Any], card: ModelCard, index: np.ndarray | None = None) -> LabelledWindows:
     from models.classes import CLASS_NAMES
-    from models.finetune import LabelledWindows
+    from models.user_labels import LabelledWindows
 
     idx = np.arange(len(data["ids"])) if index is None else index
     columns = [CLASS_NAMES.index(name) for name in card.classes]

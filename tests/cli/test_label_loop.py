@@ -213,14 +213,73 @@ def test_finetune_refuses_fewer_than_ten_labels_naming_the_count(capsys, demo_ma
     assert not list(folder.glob("*.safetensors"))
 
 
-def _learn_from_sixty(capsys, demo_map, demo_world, weights: Path, folder: Path, name: str) -> tuple[Path, dict]:
+@pytest.fixture(scope="module")
+def labelled_map(demo_map, demo_world, tmp_path_factory) -> Path:
+    """The map's folder with 20 windows the default model picked, labelled from the demo truth as a
+    user would (own class in `class`, others covering a fifth of a window in class_2/class_3)."""
+    folder = map_copy(demo_map, tmp_path_factory.mktemp("labelled") / "map")
+    old = sys.argv
+    sys.argv = ["landcover", "active-learn", str(DEFAULT_WEIGHTS), "--imagery", str(folder / "composite.tif"),
+                "--out", str(folder / "landcover.gpkg"), "--n", "20"]
+    try:
+        cli.main()
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    finally:
+        sys.argv = old
+    label_from_truth(folder / "landcover.gpkg", folder / "composite.tif", demo_world, multi=True)
+    return folder
+
+
+@pytest.mark.parametrize("weights", MODELS, indirect=True)
+def test_evaluate_measures_any_model_on_the_users_own_labels(capsys, labelled_map, weights, tmp_path):
+    card_before = read_card(weights)
+    code, _, err = run(capsys, "evaluate", weights, "--labels", labelled_map / "landcover.gpkg",
+                       "--imagery", labelled_map / "composite.tif", "--out", tmp_path)
+    assert code == 0, err
+    m = json.loads((tmp_path / f"{weights.stem}.labels.json").read_text())
+    assert m["split"] == "labels" and m["n"] == 20 and m["layer"] == "to_label"
+    # agreement: the share of windows whose own class (first field) is the model's top class
+    assert m["agreement"] == pytest.approx(np.trace(np.array(m["confusion"])) / 20)
+    assert f"labels: n=20 agreement {m['agreement']:.1%}" in " ".join(err.split())
+    assert (tmp_path / f"{weights.stem}-labels-confusion.png").is_file()
+    if card_before.task == "multi-label":  # a row's unlisted classes are unknown: recall on what it lists
+        assert m["scored"] is not None and m["scores"] is None
+    else:
+        assert m["scores"]["accuracy"] == pytest.approx(m["agreement"])
+        assert (tmp_path / f"{weights.stem}-labels-roc-pr.png").is_file()
+    assert read_card(weights) == card_before  # the user's labels never go into the card
+
+
+def test_evaluate_on_the_config_that_trained_the_default_model_reproduces_its_card(capsys, tmp_path):
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(DEFAULT_WEIGHTS.with_suffix(suffix), tmp_path / DEFAULT_WEIGHTS.with_suffix(suffix).name)
+    weights = tmp_path / DEFAULT_WEIGHTS.name
+    code, _, err = run(capsys, "evaluate", weights, "--config", "models/configs/demo-multiband.yaml")
+    assert code == 0, err
+    shipped, measured = read_card(DEFAULT_WEIGHTS).metrics, read_card(weights).metrics
+    assert measured["validation_n"] == shipped["validation_n"] == 194
+    # the shipped weights are stored in half precision; the card was measured before that
+    assert measured["validation_macro_map"] == pytest.approx(shipped["validation_macro_map"], abs=0.01)
+    assert (tmp_path / f"{weights.stem}-roc-pr.png").is_file() and (tmp_path / f"{weights.stem}.validation.json").is_file()
+
+
+def test_evaluate_refuses_a_config_whose_patches_the_model_cannot_read_in_one_line(capsys, resnet18_reben):
+    code, _, err = run(capsys, "evaluate", resnet18_reben, "--data", "nowhere.npz")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "evaluate", resnet18_reben, "--labels", "nowhere.gpkg")
+    assert code == 2 and "--labels needs --imagery" in err and len(err.strip().splitlines()) == 1
+
+
+def _learn_from_sixty(capsys, demo_map, demo_world, weights: Path, folder: Path, name: str,
+                      *options: str) -> tuple[Path, dict]:
     """active-learn 60 -> labels from the truth -> finetune (20 held out); the new weights and report."""
     folder = map_copy(demo_map, folder)
     gpkg = folder / "landcover.gpkg"
     assert run(capsys, "active-learn", weights, "--imagery", folder / "composite.tif", "--out", gpkg, "--n", "60")[0] == 0
     label_from_truth(gpkg, folder / "composite.tif", demo_world, multi=read_card(weights).task == "multi-label")
     code, out, err = run(capsys, "finetune", weights, "--labels", gpkg, "--imagery", folder / "composite.tif",
-                         "--name", name, "--threads", "2")
+                         "--name", name, "--threads", "2", *options)
     assert code == 0, err
     new = Path(out.strip().splitlines()[-1])
     assert new == folder / f"{name}.safetensors" and "held-out labels (n=20)" in " ".join(err.split())
@@ -235,15 +294,27 @@ def _learned_without_forgetting(report: dict) -> None:
 
 
 def test_the_loop_end_to_end_with_the_default_model(capsys, demo_map, demo_world, tmp_path):
-    """map --save-composite -> active-learn -> labels written with pyogrio -> finetune -> map --model:
-    every step exits 0 without a traceback, and the new model learned the hard windows."""
-    new, report = _learn_from_sixty(capsys, demo_map, demo_world, DEFAULT_WEIGHTS, tmp_path / "map", "mine")
+    """map --save-composite -> active-learn -> labels written with pyogrio -> finetune --ssas -> evaluate
+    -> map --model: every step exits 0 without a traceback, and the new model learned the hard windows."""
+    new, report = _learn_from_sixty(capsys, demo_map, demo_world, DEFAULT_WEIGHTS, tmp_path / "map", "mine", "--ssas")
     _learned_without_forgetting(report)
+    # SSAS: unlabelled windows the parent and the fine-tuned model agree on, at most 4 per label learned from
+    assert 0 < report["ssas"]["pseudo_labels"] <= min(4 * 40, report["ssas"]["agreeing"])
+    assert read_card(new).metrics["finetune_ssas_pseudo_labels"] == report["ssas"]["pseudo_labels"]
     card, parent = read_card(new), read_card(DEFAULT_WEIGHTS)
     assert card.model_id == "mine" and card.training_data.synthetic == parent.training_data.synthetic
     assert (card.lineage.parent_id, card.lineage.parent_sha256) == (parent.model_id, parent.sha256)
     assert (card.lineage.labels.layer, card.lineage.labels.count, card.lineage.labels.held_out) == ("to_label", 60, 20)
     assert len(card.lineage.labels.sha256) == 64 and card.metrics["finetune_held_out_agreement_after"] > 0
+
+    # Measured on the same layer, the new model is judged only on the rows it did not learn from.
+    code, _, err = run(capsys, "evaluate", new, "--labels", new.parent / "landcover.gpkg",
+                       "--imagery", new.parent / "composite.tif")
+    assert code == 0, err
+    labels = json.loads((new.parent / "mine.labels.json").read_text())
+    assert (labels["n"], labels["left_out"]) == (20, 40)
+    # the same windows through the predictor (fp32 inputs; fine-tuning scores fp16 ones): within a window
+    assert labels["agreement"] == pytest.approx(report["after"]["held_out"], abs=0.051)
 
     code, _, err = run(capsys, "map", "--demo", "--out", tmp_path / "remap", "--model", new, "--workers", "1",
                        "--cell-size", "1200", "--stride", "120", "--no-dense")

@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from shapely.geometry import box
 
 from models.active import (
     ActiveLearningError,
+    balanced_cap,
     border_scores,
     centre_distances,
     dbss_select,
@@ -73,6 +76,33 @@ def test_ssas_pseudo_labels_only_where_two_cycles_agree():
     index, labels = ssas_pseudo_labels(previous, current)
     assert index.tolist() == [0, 2, 3]
     assert labels.tolist() == [0, 0, 1]
+
+
+def test_pseudo_labels_are_capped_with_the_classes_taking_turns():
+    labels = np.array([3, 3, 3, 3, 3, 3, 7, 7, 9])
+    confidence = np.array([0.9, 0.8, 0.95, 0.7, 0.6, 0.85, 0.5, 0.9, 0.4])
+    # five places: each class its most confident first (2, 7, 8), then again (0, 6)
+    assert balanced_cap(labels, confidence, 5).tolist() == [0, 2, 6, 7, 8]
+    assert balanced_cap(labels, confidence, 20).tolist() == list(range(9))  # under the cap: all kept
+    assert balanced_cap(labels, confidence, 0).tolist() == []
+
+
+def test_ssas_candidates_never_share_a_pixel_with_a_held_out_window():
+    from affine import Affine
+
+    from models.checkpoint import read_card
+    from models.finetune import ssas_pool
+    from models.imagery import Imagery, overlapping
+    from pipeline.plan import DEMO_WEIGHTS
+
+    card = read_card(DEMO_WEIGHTS)
+    image = Imagery(np.full((3, 480, 480), 0.1, np.float32), Affine(10, 0, 0, 0, -10, 4800), None, Path("x.tif"), (1, 2, 3))
+    labelled = [(0, 0), (0, 120), (240, 240)]
+    pool = ssas_pool(image, card, labelled, held_out=np.array([2]))
+    assert len(pool) and not overlapping(pool.origins, [(240, 240)], 120).any()
+    assert (0, 60) in pool.origins and (0, 0) not in pool.origins  # half-window steps; no labelled window twice
+    assert overlapping([(0, 0)], [(0, 119)], 120).tolist() == [True]
+    assert overlapping([(0, 0)], [(0, 120)], 120).tolist() == [False]  # touching is not sharing
 
 
 def test_simulated_cycles_spend_the_same_budget_for_every_strategy():

@@ -7,8 +7,11 @@ import torch
 from training_toys import small_run_config
 
 from models.evaluate import (
+    EvaluationError,
     LeakageError,
     evaluate_weights,
+    evaluate_windows,
+    label_metrics,
     multi_label_metrics,
     plot_confusion,
     plot_learning_curves,
@@ -91,3 +94,62 @@ def test_evaluating_weights_updates_the_card_and_refuses_training_patches(tmp_pa
     assert json.loads((tmp_path / "out" / "toy.validation.json").read_text())["n"] == 12
     with pytest.raises(LeakageError):
         evaluate_weights(result.weights, PatchSet.load(tmp_path / "a.npz"))
+
+
+def test_agreement_on_labels_is_the_share_whose_own_class_is_the_top_class():
+    own = np.array([0, 0, 1, 2])
+    positives = np.eye(19, dtype=bool)[own]
+    m = label_metrics(positives, own, one_hot_probs([0, 1, 1, 2]), task="single-label", split="labels")
+    assert m.n == 4 and m.agreement == pytest.approx(3 / 4) and m.scored is None
+    assert m.confusion[0][:3] == [1, 1, 0]  # own class 0: once the top class, once taken for 1
+    assert m.per_class[0].agreement == pytest.approx(1 / 2) and m.per_class[3].agreement is None
+    # a single-label row names the only class present, so the usual metrics hold as well
+    assert m.scores is not None and m.scores.accuracy == pytest.approx(m.agreement)
+
+
+def test_multi_label_rows_score_only_the_classes_they_list():
+    # Row 0 lists classes 0 and 4 (own class 0), row 1 lists class 4 only: its class 0 is unknown.
+    positives = np.zeros((2, 19), bool)
+    positives[0, [0, 4]] = True
+    positives[1, 4] = True
+    probs = np.full((2, 19), 0.1)
+    probs[0, [0, 4]] = [0.9, 0.3]
+    probs[1, [0, 4]] = [0.8, 0.6]  # top class 0, unlisted: a disagreement, but no false positive
+    m = label_metrics(positives, np.array([0, 4]), probs, task="multi-label", split="labels", threshold=0.5)
+    assert m.agreement == pytest.approx(1 / 2)
+    assert m.scored == pytest.approx(2 / 3)  # of the pairs (0, 0), (0, 4), (1, 4): 0.9 and 0.6 reach 0.5
+    assert m.per_class[4].labelled == 2 and m.per_class[4].scored == pytest.approx(1 / 2)
+    assert m.per_class[4].mean_score == pytest.approx(0.45) and m.scores is None
+
+
+def test_a_patch_set_is_refused_for_a_model_that_takes_other_windows_in_one_line(tmp_path):
+    from pipeline.plan import DEFAULT_WEIGHTS
+
+    with pytest.raises(EvaluationError, match="not the seed's RGB patches") as exc:
+        evaluate_weights(DEFAULT_WEIGHTS, None, out_dir=tmp_path)
+    assert "\n" not in str(exc.value) and "--labels" in str(exc.value)
+
+
+def _windows(n: int, group: str):
+    from models.training.timm import WindowSet
+
+    targets = np.zeros((n, 19), np.float32)
+    targets[:, 0] = 1
+    return WindowSet(np.full((n, 10, 120, 120), 0.1, np.float32), targets, [f"{group}/{i}" for i in range(n)], [group] * n)
+
+
+def test_timm_windows_are_refused_without_proof_that_they_are_held_out(tmp_path):
+    import shutil
+
+    from pipeline.plan import DEFAULT_WEIGHTS
+
+    weights = tmp_path / DEFAULT_WEIGHTS.name
+    shutil.copyfile(DEFAULT_WEIGHTS, weights)
+    shutil.copyfile(DEFAULT_WEIGHTS.with_suffix(".json"), weights.with_suffix(".json"))
+    with pytest.raises(LeakageError, match="is not the config that trained it"):
+        evaluate_windows(weights, _windows(3, "w"), config_name="another-config")
+    with pytest.raises(LeakageError, match="gives 3 windows, but .* was validated on 194"):
+        evaluate_windows(weights, _windows(3, "w"), config_name="demo-multiband-mobilenetv3")
+    m = evaluate_windows(weights, _windows(3, "w"), config_name="another-config", unverified=True)
+    assert m.split == "validation-unverified" and m.n == 3
+    assert (tmp_path / f"{weights.stem}.validation-unverified.json").is_file()
