@@ -1,7 +1,7 @@
 """Country-sized runs: planning time and client memory as the AOI grows (issue #11).
 
     python -m benchmarks --scale        (make bench BENCH_ARGS=--scale)
-    python -m benchmarks.scale [--planning-only | --pixels-only]
+    python -m benchmarks.scale [--planning-only | --pixels-only] [--large]
 
 1. Planning over a metadata-only synthetic catalogue (pipeline.demo.catalogue, 2 dates per MGRS
    tile) served by the same STAC API process as the demo world: AOIs of about 1, 10, 100 and
@@ -11,9 +11,10 @@
    card, windows counted per block) and as a 10 m per-pixel map (Dynamic World's card: 10 m cells,
    blocks with a 32 px halo), whose cells are counted by area (pipeline.plan_summary.count_work:
    no per-cell geometry, edge blocks rasterised).
-2. A pixel run over the multi-tile demo world (3 x 2 tiles, two UTM zones): the same
-   `landcover map` on an AOI and on one of 4x its area; the client's RSS is sampled every 0.1 s
-   (the client process alone, not its dask workers).
+2. Pixel runs over the multi-tile demo world (3 x 2 tiles, two UTM zones): the same
+   `landcover map` on AOIs of 36 and 144 km² (and 441 km² with ``--large``), each without and
+   with ``--save-composite``; the client's RSS is sampled every 0.1 s (the client process alone,
+   not its dask workers). About 4 min on 2 cores, 7 with ``--large``.
 """
 
 from __future__ import annotations
@@ -119,23 +120,32 @@ def _client_peak_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float,
     return peak / 2**20, time.perf_counter() - start, proc.returncode
 
 
-def pixel_runs(side_km: float = 6.0, *, save_composite: bool = False) -> list[dict]:
+PIXEL_SIDES_KM = (6.0, 12.0)  # 36 and 144 km²: 4x the area
+LARGE_SIDE_KM = 21.0  # 441 km² (--large): about 3 min more on 2 cores
+
+
+def pixel_runs(sides_km: tuple[float, ...] = PIXEL_SIDES_KM) -> list[dict]:
+    """`landcover map` over the 3 x 2 demo world on a central AOI of each side, each once without
+    and once with --save-composite, one world served for all: the client's peak RSS and seconds."""
     from pipeline.demo import generate_world
     from pipeline.demo.serve import serve_world
 
     world = generate_world(layout=(3, 2), progress=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="landcover-bench-scale-") as tmp, serve_world(world) as served:
-        for side in (side_km, 2 * side_km):  # 4x the area
+        for side in sides_km:
             aoi = Path(tmp) / f"aoi-{side:g}km.geojson"
             aoi.write_text(json.dumps(world.central_aoi(side)))
-            cmd = [str(Path(sys.executable).with_name("landcover")), "map", str(aoi), "--source", "local",
-                   "--stac-url", served.stac_url, "--out", str(Path(tmp) / f"map-{side:g}"), "--workers", "2",
-                   *(["--save-composite"] if save_composite else [])]
-            peak, seconds, code = _client_peak_rss(cmd, dict(os.environ))
-            summary = json.loads((Path(tmp) / f"map-{side:g}" / "summary.json").read_text()) if code == 0 else {}
-            rows.append({"side_km": side, "area_km2": side * side, "save_composite": save_composite, "cells": summary.get("cells", {}).get("valid"),
-                         "seconds": seconds, "client_peak_rss_mib": peak, "exit": code})
+            for save_composite in (False, True):
+                out = Path(tmp) / f"map-{side:g}{'-composite' * save_composite}"
+                cmd = [str(Path(sys.executable).with_name("landcover")), "map", str(aoi), "--source", "local",
+                       "--stac-url", served.stac_url, "--out", str(out), "--workers", "2",
+                       *(["--save-composite"] if save_composite else [])]
+                peak, seconds, code = _client_peak_rss(cmd, dict(os.environ))
+                summary = json.loads((out / "summary.json").read_text()) if code == 0 else {}
+                rows.append({"side_km": side, "area_km2": side * side, "save_composite": save_composite,
+                             "cells": summary.get("cells", {}).get("valid"), "seconds": seconds,
+                             "client_peak_rss_mib": peak, "exit": code})
     return rows
 
 
@@ -146,7 +156,7 @@ def main(argv: list[str]) -> None:
     if "--pixels-only" not in argv:
         report_planning()
     if "--planning-only" not in argv:
-        report_pixels()
+        report_pixels(large="--large" in argv)
 
 
 def report_planning() -> None:
@@ -172,16 +182,27 @@ _LAYOUT_NOTES = {"window": "", "default": "  (the default map: 100 m cells, wind
                  "per-pixel": "  (10 m per-pixel map, Dynamic World's card: cells counted by area)"}
 
 
-def report_pixels() -> None:
+def report_pixels(large: bool = False) -> None:
+    """The pixel rows: per AOI, the client's peak without and with --save-composite and what the
+    composite adds; then how each grows from the smallest AOI to the largest."""
     print("\n== scale: pixel runs over the 3 x 2 tile demo world (client RSS, not workers) ==")
-    for save_composite in (False, True):
-        runs = pixel_runs(save_composite=save_composite)
-        what = "with --save-composite" if save_composite else "map only"
-        for r in runs:
-            print(f"{what:>21}: AOI {r['side_km']:g} x {r['side_km']:g} km ({r['area_km2']:.0f} km²): {r['cells']} cells, "
-                  f"{r['seconds']:.0f} s, client peak RSS {r['client_peak_rss_mib']:.0f} MiB, exit {r['exit']}")
-        if len(runs) == 2 and runs[0]["client_peak_rss_mib"]:
-            print(f"{what:>21}: 4x the area: client peak RSS x{runs[1]['client_peak_rss_mib'] / runs[0]['client_peak_rss_mib']:.2f}")
+    rows = pixel_runs(PIXEL_SIDES_KM + ((LARGE_SIDE_KM,) if large else ()))
+    by = {(r["side_km"], r["save_composite"]): r for r in rows}
+    sides = sorted({r["side_km"] for r in rows})
+    print(f"{'AOI':>18} {'cells':>7} {'map only MiB':>13} {'s':>5} {'with --save-composite MiB':>26} {'s':>5} "
+          f"{'composite adds MiB':>19}")
+    for side in sides:
+        plain, comp = by[side, False], by[side, True]
+        failed = [r for r in (plain, comp) if r["exit"]]
+        note = f"  (exit {failed[0]['exit']})" if failed else ""
+        print(f"{f'{side:g} x {side:g} km':>10} {side * side:>3.0f} km² {plain['cells'] or 0:>7} "
+              f"{plain['client_peak_rss_mib']:>13.0f} {plain['seconds']:>5.0f} {comp['client_peak_rss_mib']:>26.0f} "
+              f"{comp['seconds']:>5.0f} {comp['client_peak_rss_mib'] - plain['client_peak_rss_mib']:>+19.0f}{note}")
+    small, big = sides[0], sides[-1]
+    for save_composite, what in ((False, "map only"), (True, "with --save-composite")):
+        a, b = by[small, save_composite]["client_peak_rss_mib"], by[big, save_composite]["client_peak_rss_mib"]
+        print(f"{what}: {big * big / (small * small):.0f}x the area ({small * small:.0f} -> {big * big:.0f} km²): "
+              f"client peak {b - a:+.0f} MiB (x{b / a:.2f})")
 
 
 if __name__ == "__main__":

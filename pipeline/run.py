@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # GDAL's block cache while the client writes the outputs. Its default (5% of RAM) keeps every tile
 # of the scratch rasters and the COG copies until it fills, so the client would grow with the area
 # (by ~100 MiB from 36 to 144 km² with --save-composite); a few tiles' worth is all writing needs.
+# composite.tif is written under a smaller one of its own (pipeline.export.composite).
 EXPORT_CACHE_BYTES = 32 * 2**20
 
 
