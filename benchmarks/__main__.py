@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, figures printed as ratios measured in one run.
 
     python -m benchmarks [--full-tile] [--detail]
-    python -m benchmarks --scale
+    python -m benchmarks --scale [--large]
 
 :mod:`benchmarks.blocks` compares a classifier's backbone once per block with windows (issue #22).
 ``--detail`` also runs :mod:`benchmarks.detail` (detailed maps against the demo truth, issue #12).
@@ -18,7 +18,7 @@ if __name__ == "__main__":
     if "--scale" in args:
         from benchmarks import scale
 
-        scale.main([])
+        scale.main(["--large"] if "--large" in args else [])
         sys.exit(0)
     full = "--full-tile" in args
     demo_world.main([])

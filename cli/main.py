@@ -90,6 +90,9 @@ def main() -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_quiet_dask)
     _mount()
+    from pipeline.cluster import return_large_buffers_to_the_os
+
+    return_large_buffers_to_the_os()  # this process is the client of its run: its peak memory stays flat
     try:
         app()
     except SystemExit as exc:

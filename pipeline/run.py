@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from pipeline import __version__
-from pipeline.blocks import READ_GROUP, read_group
+from pipeline.blocks import read_group
 from pipeline.cluster import connect, gpu_count
 from pipeline.detail import DetailPlan
 from pipeline.errors import LandcoverError
@@ -254,8 +254,8 @@ def execute(plan: RunPlan, console: Console, *, chunks: ChunkStore | None = None
                 client, plan.works(None if cfg.save_composite else chunks), prepare, plan.model, plan.detail, cfg.min_clear,
                 gpu=info.gpu_workers > 0, group=group,
                 # Enough blocks in flight to keep every worker reading while others classify.
-                in_flight=max(2, 2 * info.n_workers) * (READ_GROUP**2 if group == 1 else 1),
-                read_key=lambda work: read_group(work.block), read_size=READ_GROUP**2,
+                in_flight=max(2, 2 * info.n_workers) * (plan.read_side**2 if group == 1 else 1),
+                read_key=lambda work: read_group(work.block), read_size=plan.read_side**2,
                 before_first=load_model_once, tap=tap if cfg.save_composite else None,
             )
             for work, values, fresh, dn in stream:
