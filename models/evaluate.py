@@ -1,4 +1,5 @@
-"""Honest evaluation: metrics, figures, and a guard against reporting training data.
+"""Honest evaluation: what a model may be measured on, and measuring it there (the metrics are in
+:mod:`models.metrics`, the figures in :mod:`models.figures`), with a guard against reporting training data.
 
 Everything here is computed on held-out data, for every model family with windows, from three
 sources (``landcover evaluate``):
@@ -26,11 +27,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from models.classes import CLASS_NAMES
-from models.errors import LandcoverError
-from models.files import atomic_write, atomic_write_text
+from models.figures import (
+    plot_confusion,
+    plot_learning_curves,
+    plot_roc_pr,
+    plot_sr_figure,
+)
+from models.files import atomic_write_text
+from models.metrics import (  # noqa: F401 - the metrics are part of this module's interface
+    DOMINANCE_THRESHOLD,
+    EvaluationError,
+    LabelMetrics,
+    Metrics,
+    label_metrics,
+    multi_label_metrics,
+    psnr_ssim,
+    single_label_metrics,
+)
 from models.splits import (
     LeakageError,
     assert_held_out,
@@ -38,338 +53,6 @@ from models.splits import (
     read_split_record,
     split_record_path,
 )
-
-DOMINANCE_THRESHOLD = 0.7
-
-
-class EvaluationError(LandcoverError):
-    """The model and the evaluation data do not fit together."""
-
-
-class ClassScores(BaseModel):
-    name: str
-    precision: float
-    recall: float
-    f1: float
-    support: int
-    roc_auc: float | None = None
-    average_precision: float | None = None
-
-
-class Metrics(BaseModel):
-    """What goes into the model card's metrics, per evaluation set."""
-
-    split: str
-    n: int
-    accuracy: float
-    macro_f1: float
-    micro_f1: float
-    dominant_threshold: float = DOMINANCE_THRESHOLD
-    dominant_n: int = 0
-    dominant_accuracy: float | None = None
-    macro_map: float | None = None
-    micro_map: float | None = None
-    per_class: list[ClassScores] = Field(default_factory=list)
-    confusion: list[list[int]] = Field(default_factory=list)
-    groups: list[str] = Field(default_factory=list)
-    sr_psnr: float | None = None
-    bicubic_psnr: float | None = None
-    sr_ssim: float | None = None
-    bicubic_ssim: float | None = None
-
-
-def _auc_safe(fn, y: np.ndarray, score: np.ndarray) -> float | None:
-    # a class absent from (or filling) the evaluation set has no ROC/PR curve
-    if y.min() == y.max():
-        return None
-    return float(fn(y, score))
-
-
-def single_label_metrics(
-    labels: np.ndarray,
-    probs: np.ndarray,
-    *,
-    split: str,
-    dominance: np.ndarray | None = None,
-    threshold: float = DOMINANCE_THRESHOLD,
-    groups: Sequence[str] = (),
-    class_names: Sequence[str] = CLASS_NAMES,
-) -> Metrics:
-    """Accuracy, macro/micro F1, per-class P/R/F1 with one-vs-rest ROC AUC and average
-    precision, the confusion matrix, and accuracy on cells dominated by one class.
-    ``labels`` index ``class_names`` (the columns of ``probs``); -1 = no label."""
-    from sklearn.metrics import (
-        average_precision_score,
-        confusion_matrix,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
-
-    labels = np.asarray(labels)
-    keep = labels >= 0
-    labels, probs = labels[keep], np.asarray(probs)[keep]
-    if labels.size == 0:
-        raise LandcoverError(f"no labelled samples in the {split} set: check its data source")
-    pred = probs.argmax(axis=1)
-    all_classes = np.arange(len(class_names))
-    p, r, f, s = precision_recall_fscore_support(labels, pred, labels=all_classes, zero_division=0)
-    present = s > 0
-    macro_f1 = float(f[present].mean())  # classes absent from the set would only add zeros
-    per_class = []
-    for c in all_classes:
-        y = (labels == c).astype(int)
-        per_class.append(ClassScores(
-            name=class_names[c], precision=float(p[c]), recall=float(r[c]), f1=float(f[c]), support=int(s[c]),
-            roc_auc=_auc_safe(roc_auc_score, y, probs[:, c]),
-            average_precision=_auc_safe(average_precision_score, y, probs[:, c]),
-        ))
-    correct = pred == labels
-    dom_n, dom_acc = 0, None
-    if dominance is not None:
-        dom = np.asarray(dominance)[keep] >= threshold
-        dom_n = int(dom.sum())
-        dom_acc = float(correct[dom].mean()) if dom_n else None
-    return Metrics(
-        split=split, n=int(labels.size), accuracy=float(correct.mean()),
-        macro_f1=macro_f1, micro_f1=float(correct.mean()),  # single-label micro F1 == accuracy
-        dominant_threshold=threshold, dominant_n=dom_n, dominant_accuracy=dom_acc,
-        per_class=per_class, confusion=confusion_matrix(labels, pred, labels=all_classes).tolist(),
-        groups=sorted(set(groups)),
-    )
-
-
-def multi_label_metrics(targets: np.ndarray, probs: np.ndarray, *, split: str, threshold: float = 0.5,
-                        groups: Sequence[str] = (), class_names: Sequence[str] = CLASS_NAMES) -> Metrics:
-    """Multi-label: macro/micro mAP over classes present, F1 at ``threshold``, exact-match accuracy."""
-    from sklearn.metrics import (
-        average_precision_score,
-        f1_score,
-        precision_recall_fscore_support,
-    )
-
-    targets = np.asarray(targets).astype(int)
-    pred = (np.asarray(probs) >= threshold).astype(int)
-    present = targets.sum(axis=0) > 0
-    p, r, f, s = precision_recall_fscore_support(targets, pred, zero_division=0)
-    per_class = [
-        ClassScores(name=class_names[c], precision=float(p[c]), recall=float(r[c]), f1=float(f[c]), support=int(s[c]),
-                    average_precision=_auc_safe(average_precision_score, targets[:, c], probs[:, c]))
-        for c in range(len(class_names))
-    ]
-    return Metrics(
-        split=split, n=len(targets), accuracy=float((pred == targets).all(axis=1).mean()),
-        macro_f1=float(f1_score(targets[:, present], pred[:, present], average="macro", zero_division=0)),
-        micro_f1=float(f1_score(targets, pred, average="micro", zero_division=0)),
-        macro_map=float(average_precision_score(targets[:, present], probs[:, present], average="macro")),
-        micro_map=float(average_precision_score(targets[:, present], probs[:, present], average="micro")),
-        per_class=per_class, groups=sorted(set(groups)),
-    )
-
-
-class LabelScores(BaseModel):
-    """One class on the user's labelled windows."""
-
-    name: str
-    labelled: int  # rows listing the class in any field
-    own: int  # rows whose own class (first field) it is
-    agreement: float | None = None  # of the ``own`` rows, the share whose top class it is
-    scored: float | None = None  # multi-label: of the ``labelled`` rows, the share scoring it >= the threshold
-    mean_score: float | None = None  # the class's mean probability on the rows listing it
-
-
-class LabelMetrics(BaseModel):
-    """A model measured on the user's labelled windows (``landcover evaluate --labels``)."""
-
-    split: str
-    n: int
-    task: str
-    agreement: float  # share of windows whose own class (first field) is the model's top class
-    threshold: float | None = None  # multi-label: the card's decision threshold
-    scored: float | None = None  # multi-label: share of (row, listed class) pairs scoring >= threshold
-    per_class: list[LabelScores] = Field(default_factory=list)
-    confusion: list[list[int]] = Field(default_factory=list)  # own class (rows) x top class (columns)
-    left_out: int = 0  # rows the model was fine-tuned on, left out
-    labels: str = ""
-    layer: str = ""
-    imagery: str = ""
-    scores: Metrics | None = None  # single-label: the full metrics (a row's other classes are absent)
-
-
-def label_metrics(positives: np.ndarray, own: np.ndarray, probs: np.ndarray, *, task: str, split: str,
-                  threshold: float = 0.5, class_names: Sequence[str] = CLASS_NAMES) -> LabelMetrics:
-    """Agreement of a model with labelled windows: ``positives`` (N, C) the classes a row lists,
-    ``own`` (N,) its own class (first field), ``probs`` (N, C), all in ``class_names`` order.
-
-    A multi-label row's unlisted classes are unknown (a labeller lists what covers the window, not
-    everything absent), so multi-label models get the share of listed classes scoring at or above
-    ``threshold`` (a recall) and no precision; single-label rows are complete, so those models also
-    get :func:`single_label_metrics` in ``scores``."""
-    from sklearn.metrics import confusion_matrix
-
-    positives, own, probs = np.asarray(positives, bool), np.asarray(own), np.asarray(probs)
-    if len(own) == 0:
-        raise EvaluationError(f"no labelled windows in the {split} set: fill the class field of some rows")
-    top = probs.argmax(axis=1)
-    multi = task == "multi-label"
-    hit = probs >= threshold
-    per_class = []
-    for c, name in enumerate(class_names):
-        rows, mine = positives[:, c], own == c
-        per_class.append(LabelScores(
-            name=name, labelled=int(rows.sum()), own=int(mine.sum()),
-            agreement=float((top[mine] == c).mean()) if mine.any() else None,
-            scored=float(hit[rows, c].mean()) if multi and rows.any() else None,
-            mean_score=float(probs[rows, c].mean()) if rows.any() else None,
-        ))
-    classes = np.arange(len(class_names))
-    return LabelMetrics(
-        split=split, n=len(own), task=task, agreement=float((top == own).mean()),
-        threshold=threshold if multi else None, scored=float(hit[positives].mean()) if multi else None,
-        per_class=per_class, confusion=confusion_matrix(own, top, labels=classes).tolist(),
-        scores=None if multi else single_label_metrics(own, probs, split=split, class_names=class_names),
-    )
-
-
-# --------------------------------------------------------------------------- leakage guard
-
-
-# --------------------------------------------------------------------------- image quality
-
-
-def psnr_ssim(pred: np.ndarray | object, ref: np.ndarray | object) -> tuple[float, float]:
-    """Mean PSNR (dB) and SSIM of images in [-1, 1] (N, 3, H, W), on the [0, 1] scale."""
-    import torch
-    from torchmetrics.functional.image import (
-        peak_signal_noise_ratio,
-        structural_similarity_index_measure,
-    )
-
-    p = (torch.as_tensor(pred).float() + 1) / 2
-    r = (torch.as_tensor(ref).float() + 1) / 2
-    psnr = peak_signal_noise_ratio(p.clamp(0, 1), r, data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
-    ssim = structural_similarity_index_measure(p.clamp(0, 1), r, data_range=1.0)
-    return float(psnr), float(ssim)
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    _plt().close(fig)
-    return path
-
-
-def _short(name: str, width: int = 28) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
-
-
-def plot_confusion(metrics: Metrics | LabelMetrics, path: Path, title: str, class_names: Sequence[str] = CLASS_NAMES,
-                   axes: tuple[str, str] = ("true", "predicted")) -> Path:
-    """Row-normalised confusion matrix over the classes present, with counts (rows: ``axes[0]``)."""
-    plt = _plt()
-    cm = np.asarray(metrics.confusion)
-    present = np.flatnonzero(cm.sum(axis=1) + cm.sum(axis=0))
-    cm = cm[np.ix_(present, present)]
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    names = [_short(class_names[i]) for i in present]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(names) + 3, 0.45 * len(names) + 2.5))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), v in np.ndenumerate(cm):
-        if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=6, color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlabel(axes[1])
-    ax.set_ylabel(axes[0])
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03, label=f"share of {axes[0].split(' (')[0]}" + " class" * ("class" not in axes[0]))
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_roc_pr(labels: np.ndarray, probs: np.ndarray, path: Path, title: str,
-                class_names: Sequence[str] = CLASS_NAMES) -> Path:
-    """One-vs-rest ROC and precision-recall curves with AUC per class present; ``labels`` are class
-    indices (N,) or, for multi-label sets, multi-hot targets (N, C)."""
-    from sklearn.metrics import (
-        auc,
-        average_precision_score,
-        precision_recall_curve,
-        roc_curve,
-    )
-
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 5.5))
-    labels = np.asarray(labels)
-    for c in range(len(class_names)):
-        y = (labels[:, c] > 0 if labels.ndim == 2 else labels == c).astype(int)
-        if y.min() == y.max():
-            continue
-        fpr, tpr, _ = roc_curve(y, probs[:, c])
-        prec, rec, _ = precision_recall_curve(y, probs[:, c])
-        a1.plot(fpr, tpr, lw=1, label=f"{_short(class_names[c], 22)} {auc(fpr, tpr):.3f}")
-        a2.plot(rec, prec, lw=1, label=f"{_short(class_names[c], 22)} {average_precision_score(y, probs[:, c]):.3f}")
-    a1.plot([0, 1], [0, 1], "k:", lw=0.8)
-    a1.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (AUC)")
-    a2.set(xlabel="recall", ylabel="precision", title="precision-recall (AP)")
-    for a in (a1, a2):
-        if a.get_legend_handles_labels()[0]:  # no class both present and absent: no curve to name
-            a.legend(fontsize=6, loc="lower right" if a is a1 else "lower left")
-        a.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_learning_curves(rows: list[dict], path: Path, title: str) -> Path:
-    """Loss and accuracy per epoch from the training log (metrics.json rows)."""
-    plt = _plt()
-    cls = [r for r in rows if r.get("stage") == "classifier"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    ep = [r["epoch"] for r in cls]
-    a1.plot(ep, [r["train_loss"] for r in cls], marker="o", label="train loss")
-    if cls and "val_loss" in cls[0]:
-        a1.plot(ep, [r["val_loss"] for r in cls], marker="o", label="validation loss (EMA)")
-    for key, lab in (("train_accuracy", "train (raw, augmented)"), ("val_accuracy", "validation (EMA)")):
-        if cls and key in cls[0]:
-            a2.plot(ep, [100 * r[key] for r in cls], marker="o", label=lab)
-    a1.set(xlabel="epoch", ylabel="loss")
-    a2.set(xlabel="epoch", ylabel="accuracy (%)")
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_sr_figure(lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray, ref: np.ndarray, path: Path, title: str) -> Path:
-    """Rows of LR | bicubic | SR | reference (images (N, 3, H, W) in [-1, 1])."""
-    plt = _plt()
-    n = len(lr)
-    fig, axes = plt.subplots(n, 4, figsize=(10, 2.6 * n), squeeze=False)
-    for i in range(n):
-        for j, (img, name) in enumerate(((lr, "LR 32 px"), (bicubic, "bicubic x8"), (sr, "SR x8"), (ref, "reference (10 m)"))):
-            ax = axes[i, j]
-            ax.imshow(np.clip((np.transpose(np.asarray(img[i]), (1, 2, 0)) + 1) / 2, 0, 1), interpolation="nearest")
-            ax.set_axis_off()
-            if i == 0:
-                ax.set_title(name, fontsize=9)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
-
 
 # --------------------------------------------------------------------------- evaluate a weights file
 

@@ -36,8 +36,8 @@ from models.card import (
 )
 from models.classes import CLASS_NAMES
 from models.errors import LandcoverError
-from models.evaluate import multi_label_metrics
 from models.files import atomic_write_text, sha256_file
+from models.metrics import multi_label_metrics
 from models.preprocess import standardise_reflectance
 from models.reben import BANDS_V02, REBEN_CLASSES, TimmClassifier
 from models.splits import assert_held_out
