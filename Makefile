@@ -29,12 +29,15 @@ $(STAMP): requirements.lock pyproject.toml
 map: setup
 	$(BIN)/landcover map $(if $(AOI),$(AOI),--demo) $(if $(OUT),--out $(OUT)) $(MAP_ARGS)
 
-# One pytest run: it exits non-zero when a test fails or when no test ran at all (exit 5).
+# One pytest run over one worker per core (pytest-xdist), each test file kept on one worker so its
+# module fixtures (a demo map, a trained model) are built once: it exits non-zero when a test fails
+# or when no test ran at all (exit 5). PYTEST_WORKERS=0 runs the suite in this process.
+PYTEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
