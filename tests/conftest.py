@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+# Under pytest-xdist (`make test`: one test process per core) each test process, and the commands it
+# starts, computes on one thread: two processes each spinning two OpenMP threads on two cores spend
+# much of their CPU time waiting on each other. Set before torch is first imported.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
+import pytest  # noqa: E402
 
 from pipeline.demo import DemoWorld, ServedWorld, generate_world, serve_world
 

@@ -32,9 +32,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def set_threads(threads: int | None) -> None:
-    """Use ``threads`` CPU threads, or every core when None."""
+    """Use ``threads`` CPU threads; when None, ``OMP_NUM_THREADS`` where it is set (a job sharing the
+    machine says so there), else every core."""
     if threads:
         torch.set_num_threads(threads)
+    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
     elif os.cpu_count():
         torch.set_num_threads(os.cpu_count() or 1)
 

@@ -279,7 +279,7 @@ def _learn_from_sixty(capsys, demo_map, demo_world, weights: Path, folder: Path,
     assert run(capsys, "active-learn", weights, "--imagery", folder / "composite.tif", "--out", gpkg, "--n", "60")[0] == 0
     label_from_truth(gpkg, folder / "composite.tif", demo_world, multi=read_card(weights).task == "multi-label")
     code, out, err = run(capsys, "finetune", weights, "--labels", gpkg, "--imagery", folder / "composite.tif",
-                         "--name", name, "--threads", "2", *options)
+                         "--name", name, *options)
     assert code == 0, err
     new = Path(out.strip().splitlines()[-1])
     assert new == folder / f"{name}.safetensors" and "held-out labels (n=20)" in " ".join(err.split())
