@@ -36,18 +36,25 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     assert "Traceback" not in err, err
     return code, out, err
 
-@pytest.fixture(scope="session")
-def demo_map(tmp_path_factory, demo_world) -> Path:
-    """`landcover map --demo --save-composite` with the default model (~20 s), made once."""
-    out = tmp_path_factory.mktemp("loop") / "map"
-    old = sys.argv  # a session fixture cannot take capsys: the CLI runs directly
-    sys.argv = ["landcover", "map", "--demo", "--out", str(out), "--save-composite", "--workers", "1"]
+
+def cli_succeeds(*args) -> None:
+    """Run `landcover ARGS` in this process and require success (fixtures wider than a test cannot
+    take capsys, so the CLI runs directly)."""
+    old = sys.argv
+    sys.argv = ["landcover", *map(str, args)]
     try:
         cli.main()
     except SystemExit as exc:
         assert exc.code in (0, None)
     finally:
         sys.argv = old
+
+
+@pytest.fixture(scope="session")
+def demo_map(tmp_path_factory, demo_world) -> Path:
+    """`landcover map --demo --save-composite` with the default model (~20 s), made once."""
+    out = tmp_path_factory.mktemp("loop") / "map"
+    cli_succeeds("map", "--demo", "--out", out, "--save-composite", "--workers", "1")
     assert (out / "composite.tif").is_file() and (out / "landcover.qgz").is_file()
     return out
 
@@ -218,15 +225,8 @@ def labelled_map(demo_map, demo_world, tmp_path_factory) -> Path:
     """The map's folder with 20 windows the default model picked, labelled from the demo truth as a
     user would (own class in `class`, others covering a fifth of a window in class_2/class_3)."""
     folder = map_copy(demo_map, tmp_path_factory.mktemp("labelled") / "map")
-    old = sys.argv
-    sys.argv = ["landcover", "active-learn", str(DEFAULT_WEIGHTS), "--imagery", str(folder / "composite.tif"),
-                "--out", str(folder / "landcover.gpkg"), "--n", "20"]
-    try:
-        cli.main()
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    finally:
-        sys.argv = old
+    cli_succeeds("active-learn", DEFAULT_WEIGHTS, "--imagery", folder / "composite.tif",
+                 "--out", folder / "landcover.gpkg", "--n", "20")
     label_from_truth(folder / "landcover.gpkg", folder / "composite.tif", demo_world, multi=True)
     return folder
 
