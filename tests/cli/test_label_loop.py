@@ -19,10 +19,10 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+from landcover_here import run_landcover
 from rasterio.windows import Window
 
 from cli import main as cli
-from landcover_here import run_landcover
 from models.checkpoint import read_card
 from models.classes import CLASS_NAMES
 from pipeline.plan import DEFAULT_WEIGHTS, DEMO_WEIGHTS
