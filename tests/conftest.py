@@ -10,9 +10,17 @@ from pathlib import Path
 # Under pytest-xdist (`make test`: one test process per core) each test process, and the commands it
 # starts, computes on one thread: two processes each spinning two OpenMP threads on two cores spend
 # much of their CPU time waiting on each other. Set before torch is first imported.
+#
+# Each test process also keeps to a core of its own where there is one per process: the commands
+# it starts inherit that, so a map's local cluster has one worker (pipeline.cluster counts the cores
+# a process may use) instead of starting one per core of the machine beside the other test process.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_name, "1")
+    _cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    _index = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    if 1 < int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) <= len(_cores):
+        os.sched_setaffinity(0, {_cores[_index % len(_cores)]})
 
 import pytest  # noqa: E402
 
