@@ -77,8 +77,11 @@ def hub(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
+def cache(tmp_path_factory, demo_world) -> Path:
+    """A model cache of the module's own, holding the session's demo world (not a second one, 26 s)."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    (cache / "demo").symlink_to(demo_world.root.parent, target_is_directory=True)
+    return cache
 
 
 @pytest.fixture
