@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import shapely
+from landcover_here import run_landcover
 
 from pipeline.aoi import parse_aoi
 from pipeline.blocks import block_footprint, block_key, iter_blocks
@@ -63,37 +62,33 @@ def test_utm_zones_come_from_the_tile_names():
     assert utm_zone("32TQR") == 32 and utm_zone("9UXA") == 9 and utm_zone("S2A_x") is None
 
 
-def test_map_plan_over_a_continent_reads_no_pixel_and_writes_nothing(demo_world, tiny_model, tmp_path):
+def test_map_plan_over_a_continent_reads_no_pixel_and_writes_nothing(capsys, demo_world, tiny_model, tmp_path):
     """The issue's continent AOI over the demo world: the plan names the two demo tiles and
     their zones and clips the grid to them; no output folder appears."""
     aoi = tmp_path / "continent.geojson"
     aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[[-10, 35], [30, 35], [30, 70], [-10, 70], [-10, 35]]]}))
     out = tmp_path / "map"
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("landcover")), "map", str(aoi), "--source", "local", "--out", str(out),
-         "--model", str(tiny_model), "--plan"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    text = " ".join(proc.stderr.split())
+    code, _, err = run_landcover(capsys, "map", aoi, "--source", "local", "--out", out, "--model", tiny_model, "--plan")
+    assert code == 0, err
+    text = " ".join(err.split())
     assert "the scenes cover less than 0.1% of the AOI" in text and "clipped to the covered part" in text
     assert "on 2 MGRS tiles (32TQR, 33TTL)" in text and "UTM zones │ 32, 33" in text
     assert "patches to classify" in text and "estimate" in text
     assert not out.exists()
 
 
-def test_the_plan_lists_its_scenes_and_prints_whole_as_json(demo_world, tiny_model, tmp_path):
+def test_the_plan_lists_its_scenes_and_prints_whole_as_json(capsys, demo_world, tiny_model, tmp_path):
     """`--plan` names each scene with its tile and date; `--plan --json` is the whole plan, every
     scene, the settings, the model and the grid, on stdout."""
-    exe = str(Path(sys.executable).with_name("landcover"))
-    args = [exe, "map", "--demo", "--out", str(tmp_path / "map"), "--model", str(tiny_model), "--plan", "--cell-size", "200"]
-    table = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    as_json = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=300)
-    assert table.returncode == 0 and as_json.returncode == 0, table.stderr + as_json.stderr
-    plan = json.loads(as_json.stdout)
+    args = ["map", "--demo", "--out", tmp_path / "map", "--model", tiny_model, "--plan", "--cell-size", "200"]
+    code, _, table = run_landcover(capsys, *args)
+    assert code == 0, table
+    code, as_json, err = run_landcover(capsys, *args, "--json")
+    assert code == 0, err
+    plan = json.loads(as_json)
     scenes = plan["scenes"]
     assert len(scenes) >= 2 and all(s["id"] and s["tile"] and s["datetime"] for s in scenes)
-    text = " ".join(table.stderr.split())
+    text = " ".join(table.split())
     for scene in scenes:
         assert f"{scene['tile']} {scene['datetime'][:10]} {scene['id']}" in text
     assert "cell_size=200.0" in text  # the settings that differ from their defaults
@@ -102,12 +97,11 @@ def test_the_plan_lists_its_scenes_and_prints_whole_as_json(demo_world, tiny_mod
     assert not (tmp_path / "map").exists()
 
 
-def test_the_plan_says_how_large_the_outputs_will_be(demo_world, tiny_model, tmp_path):
-    exe = str(Path(sys.executable).with_name("landcover"))
-    proc = subprocess.run([exe, "map", "--demo", "--out", str(tmp_path / "m"), "--model", str(tiny_model), "--plan",
-                           "--json", "--qa-grid", "500"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    outputs = json.loads(proc.stdout)["outputs"]
+def test_the_plan_says_how_large_the_outputs_will_be(capsys, demo_world, tiny_model, tmp_path):
+    code, out, err = run_landcover(capsys, "map", "--demo", "--out", tmp_path / "m", "--model", tiny_model, "--plan",
+                                   "--json", "--qa-grid", "500")
+    assert code == 0, err
+    outputs = json.loads(out)["outputs"]
     assert outputs["qa_side_m"] == 500.0 and 0 < outputs["qa_squares"] < outputs["grid_cells"]
     assert outputs["raster_mib"] > 0
 

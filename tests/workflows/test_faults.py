@@ -133,8 +133,8 @@ def external_cluster(tmp_path) -> Iterator[tuple[str, list[subprocess.Popen]]]:
             if proc.poll() is None:
                 proc.terminate()
         for proc in procs:
-            try:
-                proc.wait(timeout=15)
+            try:  # a worker closing gracefully may wait on a scheduler that is going away too
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

@@ -11,7 +11,7 @@ def test_configure_gdal_sets_the_http_settings_in_worker_processes():
 
     from odc.loader._rio import capture_rio_env
 
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0")
     with cluster, Client(cluster) as client:
         before = next(iter(client.run(capture_rio_env).values()))
         assert "CPL_VSIL_CURL_ALLOWED_EXTENSIONS" not in before
