@@ -5,13 +5,14 @@
 
 :mod:`benchmarks.blocks` compares a classifier's backbone once per block with windows (issue #22).
 ``--detail`` also runs :mod:`benchmarks.detail` (detailed maps against the demo truth, issue #12).
+:mod:`benchmarks.startup` compares a local cluster's workers spawned with forked from a preloaded server.
 ``--scale`` runs :mod:`benchmarks.scale` alone (planning at 1-1,000 MGRS tiles, client memory of
 pixel runs over the multi-tile demo world; issue #11).
 """
 
 import sys
 
-from benchmarks import blocks, demo_world, models, pipeline, pixels
+from benchmarks import blocks, demo_world, models, pipeline, pixels, startup
 
 if __name__ == "__main__":
     args = sys.argv[1:]
@@ -22,6 +23,7 @@ if __name__ == "__main__":
         sys.exit(0)
     full = "--full-tile" in args
     demo_world.main([])
+    startup.main([])
     models.main([])
     pipeline.main(["--full-tile"] if full else [])
     pixels.main([])
