@@ -40,9 +40,13 @@ def load_source(spec: DataSpec, *, keep_windows: bool = False, sources: Mapping[
                                      layer=spec.layer, class_field=spec.class_field, window=spec.window)
     elif spec.source == "bigearthnet-v1":
         split_csv = Path(spec.split) if spec.split else None
-        return ds.BigEarthNetV1(_need(spec.path, "path: the BigEarthNet-v1.0 folder"), split_csv)
+        from models.bigearthnet import BigEarthNetV1
+
+        return BigEarthNetV1(_need(spec.path, "path: the BigEarthNet-v1.0 folder"), split_csv)
     else:
-        return ds.BigEarthNetV2(_need(spec.path, "path: the reBEN folder"), spec.split)
+        from models.bigearthnet import BigEarthNetV2
+
+        return BigEarthNetV2(_need(spec.path, "path: the reBEN folder"), spec.split)
     if spec.groups is not None or spec.exclude_groups:
         data = data.select_groups(spec.groups, spec.exclude_groups)
     if len(data) == 0:

@@ -6,10 +6,9 @@ import rasterio
 from affine import Affine
 from shapely.geometry import box
 
+from models.bigearthnet import BigEarthNetV1, BigEarthNetV2
 from models.classes import CLASS_NAMES
 from models.datasets import (
-    BigEarthNetV1,
-    BigEarthNetV2,
     DatasetError,
     PatchDataset,
     PatchSet,

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import rasterio
 
+from models.bigearthnet import BigEarthNetV1
 from models.classes import CLASS_NAMES
-from models.datasets import BigEarthNetV1, DatasetError
+from models.datasets import DatasetError
 
 SNOWY = "S2B_MSIL2A_20180204T94161_57_38"  # listed in patches_with_seasonal_snow (NOTE.md)
 FOREST = "S2B_MSIL2A_20170924T093019_43_47"  # Finland, coniferous forest + transitional woodland
