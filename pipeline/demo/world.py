@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
+from dask.system import cpu_count
 from rasterio.windows import Window
 
 from models.classes import CLASS_COLORS
@@ -262,8 +263,9 @@ def _build(root: Path, size_px: int, seed: int, progress: bool, layout: Layout =
         tile_scenes = tuple(s for s in all_scenes if s.tile == tile)
         jobs.append((tile, tile_scenes, ground, seed, work, {s.id: skies[s.id] for s in tile_scenes}))
     counts: dict[str, np.ndarray] = {}
-    # One process per tile: each renders its ground once and every date over it.
-    workers = min(len(jobs), os.cpu_count() or 1)
+    # One process per tile, up to the cores this process may use: each renders its ground once and
+    # every date over it.
+    workers = min(len(jobs), cpu_count())
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             for tile, result in zip(tiles, pool.map(_render_tile, *zip(*jobs, strict=True)), strict=True):
