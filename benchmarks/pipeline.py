@@ -1,4 +1,4 @@
-"""End-to-end map throughput: wall time per stage, patches/s vs the model alone, peak RSS.
+"""End-to-end map throughput: wall time per stage, patches/s vs the model alone, peak memory.
 
     python -m benchmarks.pipeline                 # the demo AOI (both UTM zones)
     python -m benchmarks.pipeline --full-tile     # also one full 10,980 px tile (generates a
@@ -15,9 +15,11 @@ is built around. The demo AOI is also mapped with the BigEarthNet v2 (reBEN) res
 installed checkpoint through the predictor, standardisation included. "load+infer" excludes the
 "model" stage in which every worker loads the model (start-up, like the cluster's).
 
-Each map runs in a fresh child process, as `landcover map` would; peak RSS is the sum over that
-process and its children (dask workers, demo servers), sampled every 0.2 s, so the torch this
-benchmark loads for its model-only figures is not counted. Goals (DESIGN/issue 4): pipeline overhead <= 10 % of model-only time on CPU, and < 3 GiB
+Each map runs in a fresh child process, as `landcover map` would; peak memory is the sum over that
+process and its children (dask workers, the forkserver they fork from, demo servers) of each one's
+proportional set size (PSS: a page shared by n processes counts 1/n in each, so the torch the
+workers share with their forkserver is counted once; plain RSS where the platform has no PSS),
+sampled every 0.2 s, so the torch this benchmark loads for its model-only figures is not counted. Goals (DESIGN/issue 4): pipeline overhead <= 10 % of model-only time on CPU, and < 3 GiB
 for a full tile. Figures are ratios measured in one run, so they travel between machines.
 
 The full tile is mapped one window per 1.2 km cell (``--cell-size 1200 --stride 120 --no-dense``),
@@ -75,10 +77,18 @@ from pipeline.plan import DEMO_WEIGHTS
 from pipeline.run import run_map
 
 
-class PeakRSS:
-    """Largest resident memory of this process's children (and, if asked, itself) while the block
-    runs, and their CPU seconds as last sampled (``cpu_s``: on a shared machine, what the work cost
-    whatever else ran beside it)."""
+def _proportional_bytes(proc: psutil.Process) -> int:
+    """``proc``'s PSS (Linux), else its RSS."""
+    try:
+        return proc.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return proc.memory_info().rss
+
+
+class PeakMemory:
+    """Largest memory (PSS summed, see the module's docstring) of this process's children (and, if
+    asked, itself) while the block runs, and their CPU seconds as last sampled (``cpu_s``: on a
+    shared machine, what the work cost whatever else ran beside it)."""
 
     def __init__(self, interval: float = 0.2, *, include_self: bool = True) -> None:
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
@@ -95,7 +105,7 @@ class PeakRSS:
             total = 0
             for proc in [me] * self.include_self + me.children(recursive=True):
                 try:
-                    total += proc.memory_info().rss
+                    total += _proportional_bytes(proc)
                     if proc is not me:
                         self._cpu[proc.pid] = sum(proc.cpu_times()[:2])
                 except psutil.Error:
@@ -103,7 +113,7 @@ class PeakRSS:
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> PeakMemory:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -169,7 +179,7 @@ def bench_map(aoi: Path, model: Path, label: str, workers: int, stac_url: str | 
         cfg = MapConfig(aoi=aoi, out=Path(tmp) / "map", source="local", stac_url=stac_url, model=model, workers=workers,
                         **config)
         spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool, PeakRSS(include_self=False) as rss:
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool, PeakMemory(include_self=False) as rss:
             timings, patches, classes = pool.submit(_map_in_child, cfg, upsample, classes_out is not None).result()
     if classes_out is not None:
         classes_out.append(classes)
@@ -178,7 +188,7 @@ def bench_map(aoi: Path, model: Path, label: str, workers: int, stac_url: str | 
     figures[f"{label}/cells"] = patches
     figures[f"{label}/patches_per_s_load+infer"] = round(patches / compute, 2)
     figures[f"{label}/patches_per_s_end_to_end"] = round(patches / sum(timings.values()), 2)
-    figures[f"{label}/peak_rss_gib"] = round(rss.peak / 2**30, 2)
+    figures[f"{label}/peak_memory_gib"] = round(rss.peak / 2**30, 2)
     figures[f"{label}/cpu_s"] = round(rss.cpu_s, 1)
     return figures
 
@@ -516,7 +526,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         help="only the full-resolution vs overview read study (with --full-tile: on the full tile too)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: each map runs in a spawned child that re-imports this
-    # module, and torch there would add ~0.5 GiB to the peak RSS a real `landcover map` never has.
+    # module, and torch there would add ~0.5 GiB to the peak memory a real `landcover map` never has.
     from pipeline.cluster import local_worker_count
     from pipeline.demo import generate_world, serve_world
 

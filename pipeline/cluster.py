@@ -54,10 +54,11 @@ def return_large_buffers_to_the_os() -> bool:
 # imported what every worker imports: torch and timm (~3 s of CPU per process on its own), GDAL and
 # the modules whose functions the tasks run. The imports happen once per run instead of once per
 # worker, and once per process for every map a long-lived client runs (a notebook, the test suite).
-# benchmarks/startup.py, 2 workers loading the default model on 2 cores: a fresh run starts 0.9 s
+# benchmarks/startup.py, 2 workers loading the default model on 2 cores: a fresh run starts 0.7-0.9 s
 # later (one process imports, where spawned workers import side by side) and shuts down 0.8 s
-# sooner (a forked worker skips the interpreter's teardown), on 0.72x the CPU; a second run from
-# the same client starts in 0.2 s instead of 3.1 s. Missing modules are skipped by the forkserver;
+# sooner (a forked worker skips the interpreter's teardown), on 0.67-0.72x the CPU and 0.81x the
+# memory (PSS: the imported pages are shared); a second run from the same client starts in 0.2 s
+# instead of 3.1-3.6 s. Missing modules are skipped by the forkserver;
 # platforms without it (Windows) spawn, as dask does by default.
 WORKER_PRELOAD = (
     "distributed", "numpy", "pandas", "torch", "timm", "rasterio", "odc.stac",
