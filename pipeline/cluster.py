@@ -58,8 +58,8 @@ def return_large_buffers_to_the_os() -> bool:
 # later (one process imports, where spawned workers import side by side) and shuts down 0.8 s
 # sooner (a forked worker skips the interpreter's teardown), on 0.67-0.72x the CPU and 0.81x the
 # memory (PSS: the imported pages are shared); a second run from the same client starts in 0.2 s
-# instead of 3.1-3.6 s. Missing modules are skipped by the forkserver;
-# platforms without it (Windows) spawn, as dask does by default.
+# instead of 3.1-3.6 s. Missing modules are skipped by the forkserver; platforms without one
+# (Windows) spawn, as dask does by default.
 WORKER_PRELOAD = (
     "distributed", "numpy", "pandas", "torch", "timm", "rasterio", "odc.stac",
     "pipeline.load", "pipeline.infer", "pipeline.export.composite", "models.predictor",
@@ -67,7 +67,8 @@ WORKER_PRELOAD = (
 
 
 def worker_start_method() -> str:
-    """"forkserver" (preloaded with :data:`WORKER_PRELOAD`) where the platform has it, else "spawn"."""
+    """The start method of local workers: "forkserver" where the platform has it, its preload list
+    set to :data:`WORKER_PRELOAD` (read when this process's forkserver starts); else "spawn"."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return "spawn"
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):

@@ -23,8 +23,6 @@ def test_the_default_worker_count_is_the_cores_this_process_may_run_on():
 
 
 def test_local_cluster_runs_worker_processes_and_closes_them():
-    import os
-
     with connect(None, workers=2) as (client, info):
         assert info.local and info.n_workers == 2 and info.gpu_workers == 0
         pids = set(client.run(os.getpid).values())
@@ -63,8 +61,6 @@ def test_unreachable_scheduler_is_a_one_line_error():
 def test_a_local_cluster_on_a_gpu_machine_adds_one_gpu_worker_per_gpu():
     """CPU workers read; each GPU gets its own worker with the GPU resource and only its device
     visible (run here without a GPU: the worker's model would run on the CPU)."""
-    import os
-
     with connect(None, workers=1, gpus=1) as (client, info):
         assert info.n_workers == 2 and info.gpu_workers == 1
         seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
