@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Under pytest-xdist (`make test`: one test process per core) each test process, and the commands it
@@ -14,10 +15,10 @@ from pathlib import Path
 # Each test process also keeps to a core of its own where there is one per process: the commands
 # it starts inherit that, so a map's local cluster has one worker (pipeline.cluster counts the cores
 # a process may use) instead of starting one per core of the machine beside the other test process.
+_cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_name, "1")
-    _cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     _index = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
     if 1 < int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) <= len(_cores):
         os.sched_setaffinity(0, {_cores[_index % len(_cores)]})
@@ -30,10 +31,26 @@ from pipeline.demo import DemoWorld, ServedWorld, generate_world, serve_world
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+@contextmanager
+def every_core() -> Iterator[None]:
+    """This process back on every core it started with while the block runs (the demo world renders
+    its tiles in a process each, while the other test processes wait for it)."""
+    pinned = os.sched_getaffinity(0) if _cores else None
+    if pinned is not None:
+        os.sched_setaffinity(0, _cores)
+    try:
+        yield
+    finally:
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned)
+
+
 @pytest.fixture(scope="session")
 def demo_world() -> DemoWorld:
-    """The default demo world in the default cache: generated on the first run (~20 s), then reused."""
-    return generate_world()
+    """The default demo world in the default cache: generated on the first run (~15 s on 2 cores),
+    then reused."""
+    with every_core():
+        return generate_world()
 
 
 @pytest.fixture(scope="session")
