@@ -77,7 +77,7 @@ from pipeline.plan import DEMO_WEIGHTS
 from pipeline.run import run_map
 
 
-def _proportional_bytes(proc: psutil.Process) -> int:
+def proportional_bytes(proc: psutil.Process) -> int:
     """``proc``'s PSS (Linux), else its RSS."""
     try:
         return proc.memory_full_info().pss
@@ -105,7 +105,7 @@ class PeakMemory:
             total = 0
             for proc in [me] * self.include_self + me.children(recursive=True):
                 try:
-                    total += _proportional_bytes(proc)
+                    total += proportional_bytes(proc)
                     if proc is not me:
                         self._cpu[proc.pid] = sum(proc.cpu_times()[:2])
                 except psutil.Error:

@@ -23,6 +23,7 @@ from unittest import mock
 
 import psutil
 
+from benchmarks.pipeline import proportional_bytes
 from pipeline import cluster
 
 
@@ -44,7 +45,7 @@ def _children_pss() -> float:
     total = 0
     for proc in psutil.Process().children(recursive=True):
         try:
-            total += getattr(proc.memory_full_info(), "pss", proc.memory_info().rss)
+            total += proportional_bytes(proc)
         except psutil.Error:
             pass
     return total / 2**20
